@@ -1,0 +1,54 @@
+//! Command line (SPEC section 1): `serve` (default), `check`, `demo`, `probe`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Authentication gateway for legacy web applications"
+)]
+pub struct Cli {
+    /// Configuration file (default: $PORTCULLIS_CONFIG, then config/portcullis.yaml).
+    #[arg(short = 'c', long = "config", global = true, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve {
+        /// Take over the sockets of a running instance (zero-downtime upgrade; then send
+        /// SIGQUIT to the old process).
+        #[arg(short = 'u', long)]
+        upgrade: bool,
+    },
+    /// Validate the config, keys and users file; exit 0 when usable, 1 otherwise.
+    Check,
+    /// Gateway + bundled demo upstream + demo user, embedded store under data/.
+    Demo {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Exit 0 when the gateway answers its liveness probe (Docker HEALTHCHECK).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+impl Cli {
+    /// The config path per SPEC: `-c`, then `$PORTCULLIS_CONFIG`, then the default.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("config/portcullis.yaml"))
+    }
+}

@@ -1,0 +1,205 @@
+//! Wire types: exactly what the YAML file may contain, nothing validated yet.
+//!
+//! Every struct denies unknown fields so that a typo (`acess_ttl`) is an error at start-up
+//! instead of a silently ignored setting. Values that need parsing (durations, addresses,
+//! CIDRs, rates) stay strings here; `validate.rs` turns them into the model and names the
+//! key path of anything wrong.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub tokens: TokensFile,
+    #[serde(default)]
+    pub cookies: CookiesFile,
+    #[serde(default)]
+    pub users: UsersFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub rate_limits: RateLimitsFile,
+    #[serde(default)]
+    pub security_headers: SecurityHeadersFile,
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersFile,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
+    pub metrics: Option<MetricsFile>,
+    #[serde(default)]
+    pub logging: LoggingFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<Vec<String>>,
+    pub tls: Option<TlsFile>,
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub threads: Option<usize>,
+    pub grace_period: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub listen: Vec<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensFile {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub access_ttl: Option<String>,
+    pub refresh_ttl: Option<String>,
+    pub session_max_lifetime: Option<String>,
+    pub reuse_grace: Option<String>,
+    pub on_reuse: Option<String>,
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyFile>,
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerFile>,
+    pub cache_size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyFile {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerFile {
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audience: Option<String>,
+    pub roles_claim: Option<String>,
+    pub refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookiesFile {
+    pub secure: Option<bool>,
+    pub same_site: Option<String>,
+    pub access_name: Option<String>,
+    pub refresh_name: Option<String>,
+    pub csrf_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub backend: Option<String>,
+    pub path: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    pub login_per_ip: Option<String>,
+    pub login_per_account: Option<String>,
+    pub refresh_per_ip: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityHeadersFile {
+    pub mode: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersFile {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub roles: Option<String>,
+    pub forward_access_token: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub addresses: Vec<String>,
+    pub health_check: Option<HealthCheckFile>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub liveness_path: Option<String>,
+    pub readiness_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    pub listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// Request limits (not in the original SPEC list; defaults are far below Pingora's own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_auth_body_bytes: Option<usize>,
+}

@@ -1,0 +1,222 @@
+//! The validated configuration: every value parsed, every path resolved, every reference
+//! checked. Nothing here derives `Deserialize`; the only way in is `validate::build`.
+
+use crate::secret::Secret;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages); relative paths were resolved against its directory.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub tokens: TokensConfig,
+    pub cookies: CookiesConfig,
+    pub users_file: PathBuf,
+    pub store: StoreConfig,
+    pub rate_limits: RateLimits,
+    pub security_headers: SecurityHeaders,
+    pub identity_headers: IdentityHeaders,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<Route>,
+    pub health: HealthPaths,
+    pub metrics_listen: Option<SocketAddr>,
+    pub logging: Logging,
+    pub limits: Limits,
+    /// Things an operator probably did not mean; printed at start-up and by `check`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsConfig>,
+    /// Scheme and authority users see, without a trailing slash (`https://app.example.com`).
+    pub public_url: String,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub threads: usize,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReuse {
+    RevokeUser,
+    RevokeFamily,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+/// Where a signing or verification key comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    PrivatePem(PathBuf),
+    PublicPem(PathBuf),
+    Secret(Secret<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub source: KeySource,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audience: String,
+    /// Dotted path of the roles claim (`realm_access.roles`).
+    pub roles_claim: Vec<String>,
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_max_lifetime: Duration,
+    pub reuse_grace: Duration,
+    pub on_reuse: OnReuse,
+    pub signing_keys: Vec<SigningKey>,
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Maximum number of verified tokens kept in memory.
+    pub cache_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookiesConfig {
+    pub secure: bool,
+    pub same_site: SameSite,
+    /// Full cookie names, `__Host-` prefix included when `secure`.
+    pub access_name: String,
+    pub refresh_name: String,
+    pub csrf_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sled { path: PathBuf },
+    Redis { url: Secret<String> },
+}
+
+/// `count` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub login_per_ip: Rate,
+    pub login_per_account: Rate,
+    pub refresh_per_ip: Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// Override whatever the upstream sent.
+    Set,
+    /// Only add a header the upstream did not send.
+    Default,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    pub mode: HeaderMode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub email: HeaderName,
+    pub roles: HeaderName,
+    pub forward_access_token: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub addresses: Vec<SocketAddr>,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// HTTP path to GET; `None` means a TCP connect check.
+    pub path: Option<String>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Public,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-case host without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Always starts with `/`; trailing `/` removed except for the root.
+    pub path_prefix: String,
+    pub upstream: String,
+    pub auth: AuthMode,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthPaths {
+    pub liveness: String,
+    pub readiness: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_auth_body_bytes: usize,
+}

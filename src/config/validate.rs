@@ -1,0 +1,749 @@
+//! Wire -> model. Every error names the key path (`routes[2].upstream`) and what is wrong;
+//! the caller prefixes the file name.
+
+use super::file::*;
+use super::model::*;
+use crate::secret::Secret;
+use http::{HeaderName, HeaderValue};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validation failure: the key path and a human message.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+type R<T> = Result<T, Invalid>;
+
+fn invalid<T>(key: impl Into<String>, message: impl Into<String>) -> R<T> {
+    Err(Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
+}
+
+/// Parse a duration string such as `900ms`, `15m`, `7d`.
+pub fn duration(key: &str, value: &str) -> R<Duration> {
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => invalid(key, format!("must be longer than zero, got {value:?}")),
+        Err(_) => invalid(
+            key,
+            format!("expected a duration like \"15m\", got {value:?}"),
+        ),
+    }
+}
+
+fn duration_or(key: &str, value: &Option<String>, default: Duration) -> R<Duration> {
+    value.as_deref().map_or(Ok(default), |v| duration(key, v))
+}
+
+/// A duration of at least one second (token lifetimes, grace windows).
+fn ttl_or(key: &str, value: &Option<String>, default: Duration) -> R<Duration> {
+    let d = duration_or(key, value, default)?;
+    if d < Duration::from_secs(1) {
+        return invalid(key, format!("must be at least 1s, got {d:?}"));
+    }
+    Ok(d)
+}
+
+fn socket_addr(key: &str, value: &str) -> R<SocketAddr> {
+    value.parse().or_else(|_| {
+        invalid(
+            key,
+            format!("invalid listen address {value:?} (expected IP:PORT such as \"0.0.0.0:8080\")"),
+        )
+    })
+}
+
+fn resolve(key: &str, value: &str) -> R<SocketAddr> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    match value.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        _ => invalid(
+            key,
+            format!("cannot resolve upstream address {value:?} (expected HOST:PORT)"),
+        ),
+    }
+}
+
+fn rate(key: &str, value: &Option<String>, default: Rate) -> R<Rate> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let parsed = value
+        .split_once('/')
+        .and_then(|(count, window)| Some((count.trim().parse::<u32>().ok()?, window.trim())));
+    match parsed {
+        Some((count, window)) if count > 0 => Ok(Rate {
+            count,
+            window: duration(key, window)?,
+        }),
+        _ => invalid(
+            key,
+            format!("expected a rate like \"5/15m\" (count/duration), got {value:?}"),
+        ),
+    }
+}
+
+fn header_name(key: &str, value: &str) -> R<HeaderName> {
+    HeaderName::from_bytes(value.as_bytes())
+        .or_else(|_| invalid(key, format!("{value:?} is not a valid header name")))
+}
+
+fn resolve_path(base: &Path, value: &str) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn one_of<T: Copy>(key: &str, value: Option<&str>, default: T, choices: &[(&str, T)]) -> R<T> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    for (name, v) in choices {
+        if name.eq_ignore_ascii_case(value) {
+            return Ok(*v);
+        }
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    invalid(
+        key,
+        format!("expected one of {}, got {value:?}", names.join(" | ")),
+    )
+}
+
+/// Security headers a hardened NGINX would add (SPEC section 2).
+pub const DEFAULT_SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+];
+
+/// Build the validated model. `base` is the directory relative paths are resolved against.
+pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
+    let mut warnings = Vec::new();
+    let server = server(&file.server, base)?;
+    let tokens = tokens(&file.tokens, &server.public_url, base, &mut warnings)?;
+    let cookies = cookies(&file.cookies)?;
+    let store = match one_of(
+        "store.backend",
+        file.store.backend.as_deref(),
+        "sled",
+        &[("sled", "sled"), ("redis", "redis")],
+    )? {
+        "redis" => StoreConfig::Redis {
+            url: Secret::new(
+                file.store
+                    .redis_url
+                    .clone()
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
+            ),
+        },
+        _ => StoreConfig::Sled {
+            path: resolve_path(
+                base,
+                file.store.path.as_deref().unwrap_or("data/portcullis.db"),
+            ),
+        },
+    };
+    let rl = &file.rate_limits;
+    let five_per_15m = Rate {
+        count: 5,
+        window: Duration::from_secs(15 * 60),
+    };
+    let rate_limits = RateLimits {
+        login_per_ip: rate("rate_limits.login_per_ip", &rl.login_per_ip, five_per_15m)?,
+        login_per_account: rate(
+            "rate_limits.login_per_account",
+            &rl.login_per_account,
+            five_per_15m,
+        )?,
+        refresh_per_ip: rate(
+            "rate_limits.refresh_per_ip",
+            &rl.refresh_per_ip,
+            Rate {
+                count: 60,
+                window: Duration::from_secs(60),
+            },
+        )?,
+    };
+    let security_headers = security_headers(&file.security_headers)?;
+    let ih = &file.identity_headers;
+    let identity_headers = IdentityHeaders {
+        user: header_name(
+            "identity_headers.user",
+            ih.user.as_deref().unwrap_or("X-Forwarded-User"),
+        )?,
+        email: header_name(
+            "identity_headers.email",
+            ih.email.as_deref().unwrap_or("X-Forwarded-Email"),
+        )?,
+        roles: header_name(
+            "identity_headers.roles",
+            ih.roles.as_deref().unwrap_or("X-Forwarded-Groups"),
+        )?,
+        forward_access_token: ih.forward_access_token.unwrap_or(false),
+    };
+    let upstreams = upstreams(&file.upstreams)?;
+    let routes = routes(&file.routes, &upstreams, &mut warnings)?;
+    let health = HealthPaths {
+        liveness: probe_path(
+            "health.liveness_path",
+            file.health.liveness_path.as_deref().unwrap_or("/healthz"),
+        )?,
+        readiness: probe_path(
+            "health.readiness_path",
+            file.health.readiness_path.as_deref().unwrap_or("/readyz"),
+        )?,
+    };
+    let metrics_listen = match &file.metrics {
+        Some(m) => Some(socket_addr("metrics.listen", &m.listen)?),
+        None => None,
+    };
+    let logging = Logging {
+        format: one_of(
+            "logging.format",
+            file.logging.format.as_deref(),
+            LogFormat::Json,
+            &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        )?,
+        level: one_of(
+            "logging.level",
+            file.logging.level.as_deref(),
+            "info",
+            &[
+                ("error", "error"),
+                ("warn", "warn"),
+                ("info", "info"),
+                ("debug", "debug"),
+                ("trace", "trace"),
+            ],
+        )?
+        .to_string(),
+    };
+    let limits = Limits {
+        max_header_bytes: positive(
+            "limits.max_header_bytes",
+            file.limits.max_header_bytes,
+            32 * 1024,
+        )?,
+        max_headers: positive("limits.max_headers", file.limits.max_headers, 100)?,
+        max_auth_body_bytes: positive(
+            "limits.max_auth_body_bytes",
+            file.limits.max_auth_body_bytes,
+            16 * 1024,
+        )?,
+    };
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        tokens,
+        cookies,
+        users_file: resolve_path(base, file.users.file.as_deref().unwrap_or("users.yaml")),
+        store,
+        rate_limits,
+        security_headers,
+        identity_headers,
+        upstreams,
+        routes,
+        health,
+        metrics_listen,
+        logging,
+        limits,
+        warnings,
+    })
+}
+
+fn positive(key: &str, value: Option<usize>, default: usize) -> R<usize> {
+    match value {
+        Some(0) => invalid(key, "must be greater than zero"),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn probe_path(key: &str, value: &str) -> R<String> {
+    if !value.starts_with('/') || value.starts_with("/auth/") {
+        return invalid(
+            key,
+            format!("must be an absolute path outside /auth/, got {value:?}"),
+        );
+    }
+    Ok(value.to_string())
+}
+
+fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
+    let listen_raw = s
+        .listen
+        .clone()
+        .unwrap_or_else(|| vec!["0.0.0.0:8080".to_string()]);
+    let mut listen = Vec::new();
+    for (i, l) in listen_raw.iter().enumerate() {
+        listen.push(socket_addr(&format!("server.listen[{i}]"), l)?);
+    }
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => {
+            let mut tls_listen = Vec::new();
+            for (i, l) in t.listen.iter().enumerate() {
+                tls_listen.push(socket_addr(&format!("server.tls.listen[{i}]"), l)?);
+            }
+            Some(TlsConfig {
+                listen: tls_listen,
+                cert: resolve_path(base, &t.cert),
+                key: resolve_path(base, &t.key),
+            })
+        }
+    };
+    if listen.is_empty() && tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
+        return invalid("server.listen", "at least one listen address is needed");
+    }
+    let default_url = format!(
+        "http://localhost:{}",
+        listen.first().map(|a| a.port()).unwrap_or(8080)
+    );
+    let public_url = public_url(s.public_url.as_deref().unwrap_or(&default_url))?;
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in s.trusted_proxies.iter().enumerate() {
+        let net = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => {
+                return invalid(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("expected a CIDR like \"10.0.0.0/8\" or an IP, got {p:?}"),
+                )
+            }
+        }
+    }
+    let threads = positive("server.threads", s.threads, 2)?;
+    Ok(ServerConfig {
+        listen,
+        tls,
+        public_url,
+        trusted_proxies,
+        threads,
+        grace_period: duration_or(
+            "server.grace_period",
+            &s.grace_period,
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+fn public_url(value: &str) -> R<String> {
+    let key = "server.public_url";
+    let uri: http::Uri = value
+        .parse()
+        .or_else(|_| invalid(key, format!("not a URL: {value:?}")))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        return invalid(
+            key,
+            format!("expected an http:// or https:// URL, got {value:?}"),
+        );
+    }
+    let Some(authority) = uri.authority() else {
+        return invalid(key, format!("missing host in {value:?}"));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return invalid(
+            key,
+            format!("must be an origin (scheme://host[:port]) without a path, got {value:?}"),
+        );
+    }
+    Ok(format!(
+        "{scheme}://{}",
+        authority.as_str().to_ascii_lowercase()
+    ))
+}
+
+fn tokens(
+    t: &TokensFile,
+    public_url: &str,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> R<TokensConfig> {
+    let access_ttl = ttl_or("tokens.access_ttl", &t.access_ttl, Duration::from_secs(900))?;
+    if access_ttl > Duration::from_secs(3600) {
+        warnings.push(format!(
+            "tokens.access_ttl: {} is longer than 1h; stolen access tokens stay valid that long",
+            humantime::format_duration(access_ttl)
+        ));
+    }
+    let reuse_grace = ttl_or(
+        "tokens.reuse_grace",
+        &t.reuse_grace,
+        Duration::from_secs(10),
+    )?;
+    if reuse_grace > Duration::from_secs(60) {
+        warnings.push(format!(
+            "tokens.reuse_grace: {} is longer than 60s; a replayed refresh token is honoured that long",
+            humantime::format_duration(reuse_grace)
+        ));
+    }
+    let refresh_ttl = ttl_or(
+        "tokens.refresh_ttl",
+        &t.refresh_ttl,
+        Duration::from_secs(7 * 86400),
+    )?;
+    let session_max_lifetime = ttl_or(
+        "tokens.session_max_lifetime",
+        &t.session_max_lifetime,
+        Duration::from_secs(30 * 86400),
+    )?;
+    let on_reuse = one_of(
+        "tokens.on_reuse",
+        t.on_reuse.as_deref(),
+        OnReuse::RevokeUser,
+        &[
+            ("revoke_user", OnReuse::RevokeUser),
+            ("revoke_family", OnReuse::RevokeFamily),
+        ],
+    )?;
+    let mut seen = HashSet::new();
+    let mut signing_keys = Vec::new();
+    for (i, k) in t.signing_keys.iter().enumerate() {
+        let key = format!("tokens.signing_keys[{i}]");
+        if k.kid.trim().is_empty() {
+            return invalid(format!("{key}.kid"), "must not be empty");
+        }
+        if !seen.insert(k.kid.clone()) {
+            return invalid(format!("{key}.kid"), format!("duplicate kid {:?}", k.kid));
+        }
+        let algorithm = one_of(
+            &format!("{key}.algorithm"),
+            Some(k.algorithm.as_str()),
+            Algorithm::EdDSA,
+            &[
+                ("EdDSA", Algorithm::EdDSA),
+                ("ES256", Algorithm::ES256),
+                ("RS256", Algorithm::RS256),
+                ("HS256", Algorithm::HS256),
+            ],
+        )?;
+        let sources = [
+            k.private_key_file.is_some(),
+            k.public_key_file.is_some(),
+            k.secret.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return invalid(
+                key,
+                "set exactly one of private_key_file, public_key_file, secret",
+            );
+        }
+        let source = match (algorithm, k) {
+            (
+                Algorithm::HS256,
+                SigningKeyFile {
+                    secret: Some(s), ..
+                },
+            ) => {
+                if s.len() < 32 {
+                    return invalid(
+                        format!("{key}.secret"),
+                        "an HS256 secret must be at least 32 bytes",
+                    );
+                }
+                KeySource::Secret(Secret::new(s.clone()))
+            }
+            (Algorithm::HS256, _) => {
+                return invalid(
+                    format!("{key}.algorithm"),
+                    "HS256 takes a `secret`, not a key file",
+                )
+            }
+            (
+                _,
+                SigningKeyFile {
+                    secret: Some(_), ..
+                },
+            ) => {
+                return invalid(
+                    format!("{key}.secret"),
+                    "only HS256 takes a secret; asymmetric algorithms take key files",
+                )
+            }
+            (
+                _,
+                SigningKeyFile {
+                    private_key_file: Some(p),
+                    ..
+                },
+            ) => KeySource::PrivatePem(resolve_path(base, p)),
+            (
+                _,
+                SigningKeyFile {
+                    public_key_file: Some(p),
+                    ..
+                },
+            ) => KeySource::PublicPem(resolve_path(base, p)),
+            _ => unreachable!("exactly one source is set"),
+        };
+        signing_keys.push(SigningKey {
+            kid: k.kid.clone(),
+            algorithm,
+            source,
+        });
+    }
+    let mut trusted_issuers = Vec::new();
+    for (i, ti) in t.trusted_issuers.iter().enumerate() {
+        let key = format!("tokens.trusted_issuers[{i}]");
+        if !(ti.jwks_url.starts_with("http://") || ti.jwks_url.starts_with("https://")) {
+            return invalid(
+                format!("{key}.jwks_url"),
+                format!("expected an http(s) URL, got {:?}", ti.jwks_url),
+            );
+        }
+        trusted_issuers.push(TrustedIssuer {
+            issuer: ti.issuer.clone(),
+            jwks_url: ti.jwks_url.clone(),
+            audience: ti
+                .audience
+                .clone()
+                .or_else(|| t.audience.clone())
+                .unwrap_or_else(|| "portcullis".into()),
+            roles_claim: ti
+                .roles_claim
+                .as_deref()
+                .unwrap_or("roles")
+                .split('.')
+                .map(str::to_string)
+                .collect(),
+            refresh_interval: duration_or(
+                &format!("{key}.refresh_interval"),
+                &ti.refresh_interval,
+                Duration::from_secs(300),
+            )?,
+        });
+    }
+    Ok(TokensConfig {
+        issuer: t.issuer.clone().unwrap_or_else(|| public_url.to_string()),
+        audience: t.audience.clone().unwrap_or_else(|| "portcullis".into()),
+        access_ttl,
+        refresh_ttl,
+        session_max_lifetime,
+        reuse_grace,
+        on_reuse,
+        signing_keys,
+        trusted_issuers,
+        cache_size: match t.cache_size {
+            Some(0) => return invalid("tokens.cache_size", "must be greater than zero"),
+            Some(n) => n,
+            None => 100_000,
+        },
+    })
+}
+
+fn cookies(c: &CookiesFile) -> R<CookiesConfig> {
+    let secure = c.secure.unwrap_or(true);
+    let name = |key: &str, value: &Option<String>, default: &str| -> R<String> {
+        let v = value.as_deref().unwrap_or(default);
+        let valid = !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !valid {
+            return invalid(
+                key,
+                format!("{v:?} is not a valid cookie name (letters, digits, _ - .)"),
+            );
+        }
+        Ok(if secure {
+            format!("__Host-{v}")
+        } else {
+            v.to_string()
+        })
+    };
+    let cfg = CookiesConfig {
+        secure,
+        same_site: one_of(
+            "cookies.same_site",
+            c.same_site.as_deref(),
+            SameSite::Strict,
+            &[("Strict", SameSite::Strict), ("Lax", SameSite::Lax)],
+        )?,
+        access_name: name("cookies.access_name", &c.access_name, "pc_access")?,
+        refresh_name: name("cookies.refresh_name", &c.refresh_name, "pc_refresh")?,
+        csrf_name: name("cookies.csrf_name", &c.csrf_name, "pc_csrf")?,
+    };
+    let names = [&cfg.access_name, &cfg.refresh_name, &cfg.csrf_name];
+    if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+        return invalid(
+            "cookies",
+            "access_name, refresh_name and csrf_name must differ",
+        );
+    }
+    Ok(cfg)
+}
+
+fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
+    let mode = one_of(
+        "security_headers.mode",
+        s.mode.as_deref(),
+        HeaderMode::Set,
+        &[("set", HeaderMode::Set), ("default", HeaderMode::Default)],
+    )?;
+    let mut headers = Vec::new();
+    let pairs: Vec<(String, String)> = match &s.headers {
+        Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => DEFAULT_SECURITY_HEADERS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    for (name, value) in pairs {
+        let key = format!("security_headers.headers.{name}");
+        let hn = header_name(&key, &name)?;
+        let hv = HeaderValue::from_str(&value)
+            .or_else(|_| invalid(&key, "value contains characters not allowed in a header"))?;
+        headers.push((hn, hv));
+    }
+    let mut remove = Vec::new();
+    let default_remove = vec!["Server".to_string(), "X-Powered-By".to_string()];
+    for (i, name) in s
+        .remove
+        .as_ref()
+        .unwrap_or(&default_remove)
+        .iter()
+        .enumerate()
+    {
+        remove.push(header_name(&format!("security_headers.remove[{i}]"), name)?);
+    }
+    Ok(SecurityHeaders {
+        mode,
+        headers,
+        remove,
+    })
+}
+
+fn upstreams(u: &BTreeMap<String, UpstreamFile>) -> R<BTreeMap<String, UpstreamConfig>> {
+    let mut out = BTreeMap::new();
+    for (name, up) in u {
+        let key = format!("upstreams.{name}");
+        if up.addresses.is_empty() {
+            return invalid(format!("{key}.addresses"), "at least one address is needed");
+        }
+        let mut addresses = Vec::new();
+        for (i, a) in up.addresses.iter().enumerate() {
+            addresses.push(resolve(&format!("{key}.addresses[{i}]"), a)?);
+        }
+        let health_check = match &up.health_check {
+            None => None,
+            Some(hc) => {
+                if let Some(p) = &hc.path {
+                    if !p.starts_with('/') {
+                        return invalid(
+                            format!("{key}.health_check.path"),
+                            format!("must start with '/', got {p:?}"),
+                        );
+                    }
+                }
+                Some(HealthCheck {
+                    path: hc.path.clone(),
+                    interval: duration_or(
+                        &format!("{key}.health_check.interval"),
+                        &hc.interval,
+                        Duration::from_secs(5),
+                    )?,
+                })
+            }
+        };
+        out.insert(
+            name.clone(),
+            UpstreamConfig {
+                addresses,
+                health_check,
+                connect_timeout: duration_or(
+                    &format!("{key}.connect_timeout"),
+                    &up.connect_timeout,
+                    Duration::from_secs(3),
+                )?,
+                read_timeout: duration_or(
+                    &format!("{key}.read_timeout"),
+                    &up.read_timeout,
+                    Duration::from_secs(60),
+                )?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn routes(
+    r: &[RouteFile],
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+    warnings: &mut Vec<String>,
+) -> R<Vec<Route>> {
+    let mut out = Vec::new();
+    for (i, route) in r.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !upstreams.contains_key(&route.upstream) {
+            return invalid(
+                format!("{key}.upstream"),
+                format!("unknown upstream {:?}", route.upstream),
+            );
+        }
+        if !route.path_prefix.starts_with('/') {
+            return invalid(
+                format!("{key}.path_prefix"),
+                format!("must start with '/', got {:?}", route.path_prefix),
+            );
+        }
+        if route.path_prefix == "/auth" || route.path_prefix.starts_with("/auth/") {
+            return invalid(
+                format!("{key}.path_prefix"),
+                "/auth/ is served by the gateway itself",
+            );
+        }
+        let auth = one_of(
+            &format!("{key}.auth"),
+            route.auth.as_deref(),
+            AuthMode::Required,
+            &[
+                ("required", AuthMode::Required),
+                ("public", AuthMode::Public),
+            ],
+        )?;
+        if auth == AuthMode::Public && !route.roles.is_empty() {
+            return invalid(
+                format!("{key}.roles"),
+                "roles need `auth: required` (a public route checks nobody's roles)",
+            );
+        }
+        let mut prefix = route.path_prefix.clone();
+        while prefix.len() > 1 && prefix.ends_with('/') {
+            prefix.pop();
+        }
+        out.push(Route {
+            host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: prefix,
+            upstream: route.upstream.clone(),
+            auth,
+            roles: route.roles.clone(),
+        });
+    }
+    if out.is_empty() {
+        warnings.push("routes: none configured; every proxied request answers 404".into());
+    }
+    for name in upstreams.keys() {
+        if !out.iter().any(|r| &r.upstream == name) {
+            warnings.push(format!("upstreams.{name}: not used by any route"));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,167 @@
+//! What a client may not tell the upstream: identity headers and proxy headers are removed
+//! before any decision, on every route; the gateway's own values are set afterwards.
+
+use crate::config::Config;
+use http::header::{CONNECTION, COOKIE};
+use http::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+use std::collections::HashSet;
+
+/// Headers only the gateway (or a trusted proxy in front of it) may set.
+const PROXY_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// Headers that let a client rewrite what the upstream believes about the URL or the client;
+/// removed unless the peer is a trusted proxy.
+const UNTRUSTED_ONLY: &[&str] = &[
+    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// The precomputed set of protected names, normalized (lower case, `_` as `-`).
+pub struct Protected {
+    always: HashSet<String>,
+    untrusted_only: HashSet<String>,
+}
+
+fn normalize(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+impl Protected {
+    pub fn new(config: &Config) -> Self {
+        let ih = &config.identity_headers;
+        let mut always: HashSet<String> = [ih.user.as_str(), ih.email.as_str(), ih.roles.as_str()]
+            .into_iter()
+            .map(normalize)
+            .collect();
+        // Variants with `_` of the proxy headers: the gateway sets the canonical ones itself.
+        for h in PROXY_HEADERS {
+            always.insert(normalize(h));
+        }
+        Protected {
+            always,
+            untrusted_only: UNTRUSTED_ONLY.iter().map(|h| normalize(h)).collect(),
+        }
+    }
+
+    /// Remove every client-sent copy of a protected header, in any case and with `_` for `-`.
+    /// Returns the names removed (for the audit log); canonical proxy headers from a trusted
+    /// peer are kept since `X-Forwarded-For` chaining needs them.
+    pub fn strip(&self, req: &mut RequestHeader, peer_trusted: bool) -> Vec<HeaderName> {
+        let mut doomed = Vec::new();
+        for name in req.headers.keys() {
+            let n = normalize(name.as_str());
+            let canonical_proxy = PROXY_HEADERS.contains(&name.as_str());
+            let hit = (self.always.contains(&n) && !(peer_trusted && canonical_proxy))
+                || (!peer_trusted && self.untrusted_only.contains(&n));
+            if hit && !doomed.contains(name) {
+                doomed.push(name.clone());
+            }
+        }
+        for name in &doomed {
+            req.remove_header(name);
+        }
+        doomed
+    }
+}
+
+/// Keep only the `Connection` options that are not header names, so a client cannot nominate
+/// a header the gateway sets (`Connection: X-Forwarded-User`) for removal by a later hop.
+pub fn sanitize_connection(req: &mut RequestHeader) {
+    let Some(value) = req.headers.get(CONNECTION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("close")
+                || t.eq_ignore_ascii_case("upgrade")
+        })
+        .collect();
+    let kept = kept.join(", ");
+    if kept.is_empty() {
+        req.remove_header(&CONNECTION);
+    } else if let Ok(v) = HeaderValue::from_str(&kept) {
+        let _ = req.insert_header(CONNECTION, v);
+    }
+}
+
+/// Remove the gateway's own cookies from the `Cookie` header(s) sent upstream.
+pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) {
+    let values: Vec<HeaderValue> = req.headers.get_all(COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    let mut kept = Vec::new();
+    for v in &values {
+        let Ok(s) = v.to_str() else { continue };
+        for pair in s.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if !names.contains(&name) {
+                kept.push(pair);
+            }
+        }
+    }
+    req.remove_header(&COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            let _ = req.insert_header(COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::parse("{}", "t.yaml".as_ref(), ".".as_ref(), |_| None).unwrap()
+    }
+
+    #[test]
+    fn strips_identity_variants_in_any_case() {
+        let p = Protected::new(&config());
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in [
+            ("X-Forwarded-User", "a"),
+            ("x_forwarded_user", "b"),
+            ("X-FORWARDED-EMAIL", "c"),
+            ("X_Forwarded_Groups", "d"),
+            ("X-Real-IP", "e"),
+            ("Accept", "f"),
+        ] {
+            req.append_header(k.to_string(), v).unwrap();
+        }
+        p.strip(&mut req, false);
+        let left: Vec<_> = req.headers.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn cookies_and_connection() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Cookie", "a=1; pc_access=x; b=2")
+            .unwrap();
+        req.append_header("Connection", "keep-alive, X-Forwarded-User")
+            .unwrap();
+        strip_cookies(&mut req, &["pc_access"]);
+        sanitize_connection(&mut req);
+        assert_eq!(req.headers.get("cookie").unwrap(), "a=1; b=2");
+        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+    }
+}

@@ -1,0 +1,495 @@
+//! The Pingora `ProxyHttp` implementation. Each hook is thin and calls a free function:
+//!
+//! - `routing.rs`: path normalization and route matching
+//! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
+//! - `security_headers.rs`: headers on every response
+//! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
+
+pub mod identity;
+pub mod routing;
+pub mod security_headers;
+pub mod upstreams;
+
+use crate::auth::{self, Decision, Failure, Identity};
+use crate::config::Config;
+use crate::metrics::{status_class, Metrics};
+use crate::routes::response::{send, LocalResponse};
+use crate::store::SharedStore;
+use async_trait::async_trait;
+use http::header::{HOST, LOCATION, WWW_AUTHENTICATE};
+use http::HeaderValue;
+use ipnet::IpNet;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a request needs, built once at start-up.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub upstreams: upstreams::Upstreams,
+    pub metrics: Metrics,
+    pub store: SharedStore,
+    pub protected: identity::Protected,
+    /// Metric/log label per route (`host/prefix`).
+    pub route_labels: Vec<String>,
+    request_prefix: String,
+    request_counter: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, upstreams: upstreams::Upstreams, store: SharedStore) -> Self {
+        let route_labels = config
+            .routes
+            .iter()
+            .map(|r| format!("{}{}", r.host.as_deref().unwrap_or(""), r.path_prefix))
+            .collect();
+        AppState {
+            protected: identity::Protected::new(&config),
+            request_prefix: format!("{:08x}", rand::random::<u32>()),
+            request_counter: AtomicU64::new(0),
+            metrics: Metrics::new(),
+            route_labels,
+            upstreams,
+            store,
+            config,
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:08x}", self.request_prefix)
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net: &IpNet| net.contains(&ip))
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: Option<IpAddr>, req: &RequestHeader) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.is_trusted(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        let chain: Vec<IpAddr> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        for ip in chain.into_iter().rev() {
+            client = ip;
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// Per-request state shared across hooks.
+pub struct RequestCtx {
+    pub id: String,
+    pub started: Instant,
+    pub route: Option<usize>,
+    /// Label for metrics when no route applies (`auth`, `probe`, `none`).
+    pub label: &'static str,
+    pub identity: Option<Identity>,
+    pub peer_ip: Option<IpAddr>,
+    pub peer_trusted: bool,
+    pub client_ip: Option<IpAddr>,
+    pub tls: bool,
+    pub local_status: Option<u16>,
+    pub upstream_started: Option<Instant>,
+    /// `Set-Cookie` values to add to whatever response goes out (transparent refresh).
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+/// The proxy itself.
+pub struct Gateway {
+    pub state: Arc<AppState>,
+}
+
+/// Reject requests whose headers exceed our limits (far below Pingora's 1 MiB).
+fn headers_too_large(req: &RequestHeader, limits: &crate::config::Limits) -> bool {
+    if req.headers.len() > limits.max_headers {
+        return true;
+    }
+    let mut total = req.raw_path().len();
+    for (name, value) in req.headers.iter() {
+        total += name.as_str().len() + value.len() + 4;
+        if total > limits.max_header_bytes {
+            return true;
+        }
+    }
+    false
+}
+
+/// `/auth/login?return_to=<path and query>`.
+pub fn login_url(path_and_query: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+    format!("/auth/login?return_to={encoded}")
+}
+
+/// The response for an authentication failure: 302 for navigations, JSON otherwise.
+pub fn failure_response(failure: Failure, req: &RequestHeader) -> LocalResponse {
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let login = login_url(pq);
+    if failure == Failure::Forbidden {
+        return LocalResponse::error(403, failure.code(), failure.message());
+    }
+    if auth::is_navigation(req) {
+        let mut r = LocalResponse::new(302, "text/plain; charset=utf-8", "");
+        if let Ok(v) = HeaderValue::from_str(&login) {
+            r = r.header(LOCATION, v);
+        }
+        return r;
+    }
+    let challenge = if failure.token_presented() {
+        HeaderValue::from_static("Bearer error=\"invalid_token\"")
+    } else {
+        HeaderValue::from_static("Bearer")
+    };
+    LocalResponse::json(
+        401,
+        &serde_json::json!({
+            "error": failure.code(),
+            "message": failure.message(),
+            "login_url": login,
+        }),
+    )
+    .header(WWW_AUTHENTICATE, challenge)
+}
+
+impl Gateway {
+    async fn handle_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let s = &*self.state;
+        let cfg = &s.config;
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.peer_trusted = ctx.peer_ip.is_some_and(|ip| s.is_trusted(ip));
+        ctx.client_ip = s.client_ip(ctx.peer_ip, session.req_header());
+
+        if headers_too_large(session.req_header(), &cfg.limits) {
+            ctx.label = "none";
+            session.set_keepalive(None);
+            let r = LocalResponse::error(431, "headers_too_large", "request headers are too large");
+            return send(session, ctx, s, r).await;
+        }
+        // Before any decision, on every route: nobody but us sets identity headers.
+        let stripped = s
+            .protected
+            .strip(session.req_header_mut(), ctx.peer_trusted);
+        if !stripped.is_empty() {
+            tracing::warn!(
+                target: "portcullis::audit",
+                event = "spoofed_headers_stripped",
+                request_id = %ctx.id,
+                client_ip = ?ctx.client_ip,
+                headers = ?stripped.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+            );
+        }
+
+        let raw_path = session.req_header().uri.path().to_string();
+        if raw_path == cfg.health.liveness {
+            ctx.label = "probe";
+            return send(session, ctx, s, crate::health::liveness()).await;
+        }
+        if raw_path == cfg.health.readiness {
+            ctx.label = "probe";
+            let r = crate::health::readiness(s).await;
+            return send(session, ctx, s, r).await;
+        }
+        let path = match routing::normalize_path(&raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.label = "none";
+                let r = LocalResponse::error(400, "bad_request", &e.to_string());
+                return send(session, ctx, s, r).await;
+            }
+        };
+        if path == "/auth" || path.starts_with("/auth/") {
+            ctx.label = "auth";
+            return crate::routes::handle(s, session, ctx, &path).await;
+        }
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        let Some(index) = routing::find_route(&cfg.routes, host, &path) else {
+            ctx.label = "none";
+            let r = LocalResponse::error(404, "not_found", "no route for this path");
+            return send(session, ctx, s, r).await;
+        };
+        ctx.route = Some(index);
+        if path != raw_path {
+            // Forward exactly the path that was authorized.
+            let new = match req.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            session.req_header_mut().set_raw_path(new.as_bytes())?;
+        }
+        match auth::authenticate(s, session.req_header(), &cfg.routes[index]) {
+            Decision::Allow(identity) => {
+                ctx.identity = identity;
+                Ok(false)
+            }
+            Decision::Deny(failure) => {
+                let r = failure_response(failure, session.req_header());
+                send(session, ctx, s, r).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            id: self.state.next_request_id(),
+            started: Instant::now(),
+            route: None,
+            label: "none",
+            identity: None,
+            peer_ip: None,
+            peer_trusted: false,
+            client_ip: None,
+            tls: false,
+            local_status: None,
+            upstream_started: None,
+            set_cookies: Vec::new(),
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        self.handle_request(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let s = &self.state;
+        let route = ctx
+            .route
+            .and_then(|i| s.config.routes.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
+        s.upstreams
+            .select(&route.upstream)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream peer"))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let s = &self.state;
+        let cfg = &s.config;
+        identity::sanitize_connection(upstream);
+        // X-Forwarded-*: chained from a trusted proxy, otherwise ours alone.
+        let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if ctx.peer_trusted => format!("{prev}, {peer}"),
+            _ => peer,
+        };
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+            upstream.insert_header("X-Forwarded-Proto", if ctx.tls { "https" } else { "http" })?;
+        }
+        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-host")) {
+            let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
+                session
+                    .req_header()
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            if let Some(host) = host {
+                upstream.insert_header("X-Forwarded-Host", host)?;
+            }
+        }
+        upstream.insert_header("X-Request-Id", ctx.id.as_str())?;
+        if let Some(id) = &ctx.identity {
+            let ih = &cfg.identity_headers;
+            upstream.insert_header(ih.user.clone(), id.sub.as_str())?;
+            upstream.insert_header(ih.email.clone(), id.email.as_str())?;
+            upstream.insert_header(ih.roles.clone(), id.roles.join(","))?;
+        }
+        let c = &cfg.cookies;
+        identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let (Some(start), Some(route)) = (ctx.upstream_started, ctx.route) {
+            let upstream = &self.state.config.routes[route].upstream;
+            self.state
+                .metrics
+                .upstream_latency
+                .with_label_values(&[upstream.as_str()])
+                .observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let cfg = &self.state.config;
+        // An upstream may not set the gateway's own cookies.
+        let ours = [
+            &cfg.cookies.access_name,
+            &cfg.cookies.refresh_name,
+            &cfg.cookies.csrf_name,
+        ];
+        let set_cookies: Vec<HeaderValue> = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
+            resp.remove_header(&http::header::SET_COOKIE);
+            for v in set_cookies
+                .into_iter()
+                .filter(|v| !cookie_is_ours(v, &ours))
+            {
+                resp.append_header(http::header::SET_COOKIE, v)?;
+            }
+        }
+        for v in ctx.set_cookies.drain(..) {
+            resp.append_header(http::header::SET_COOKIE, v)?;
+        }
+        security_headers::apply(resp, &cfg.security_headers);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let resp = match code {
+                502 => LocalResponse::error(
+                    502,
+                    "bad_gateway",
+                    "the upstream application could not be reached",
+                ),
+                503 => LocalResponse::error(
+                    503,
+                    "service_unavailable",
+                    "no healthy upstream is available",
+                ),
+                504 => LocalResponse::error(
+                    504,
+                    "gateway_timeout",
+                    "the upstream application did not answer in time",
+                ),
+                400 => LocalResponse::error(400, "bad_request", "the request could not be read"),
+                c => LocalResponse::error(c, "error", "the request failed"),
+            };
+            let _ = send(session, ctx, &self.state, resp).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let s = &self.state;
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let label = match ctx.route {
+            Some(i) => s.route_labels[i].as_str(),
+            None => ctx.label,
+        };
+        s.metrics
+            .requests
+            .with_label_values(&[label, status_class(status)])
+            .inc();
+        let req = session.req_header();
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.id,
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            route = label,
+            client_ip = ?ctx.client_ip,
+            user = ctx.identity.as_ref().map(|i| i.sub.as_str()),
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()),
+        );
+    }
+}
+
+fn cookie_is_ours(value: &HeaderValue, ours: &[&String]) -> bool {
+    let name = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.split('=').next())
+        .map(str::trim)
+        .unwrap_or("");
+    ours.iter().any(|o| o.eq_ignore_ascii_case(name))
+}

@@ -1,0 +1,30 @@
+//! portcullis: an authentication gateway on Pingora for legacy web applications.
+//!
+//! Crate map:
+//! - `cli`: command line (serve, check, demo, probe)
+//! - `config`: the YAML file: env substitution, strict wire types, validated model
+//! - `server`: `build(config)`: wires everything into a Pingora server without running it
+//! - `gateway`: the `ProxyHttp` implementation: routing, header hygiene, security headers, upstreams
+//! - `auth`: the per-request authentication decision
+//! - `routes`: the `/auth/*` endpoints and the one place errors become responses
+//! - `store`: durable token state behind the `TokenStore` trait (sled now, Redis for scale-out)
+//! - `health`: liveness and readiness probes
+//! - `metrics`: Prometheus registry and the metrics listener
+//! - `telemetry`: JSON/text logs, access and audit lines
+//! - `demo`: the bundled demo upstream and config
+//! - `probe`: the tiny HTTP client behind `portcullis probe`
+//! - `secret`: `Secret<T>`, never printed
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod probe;
+pub mod routes;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,197 @@
+//! The injectable entry point: `build(config)` wires the proxy, TLS, health checks, metrics
+//! and the store into a Pingora `Server` without running it, so `serve`, `demo` and tests all
+//! start the same thing.
+
+use crate::config::{Config, StoreConfig};
+use crate::gateway::upstreams::Upstreams;
+use crate::gateway::{AppState, Gateway};
+use crate::metrics::MetricsApp;
+use crate::store::sled::SledStore;
+use crate::store::SharedStore;
+use pingora::apps::http_app::HttpServer;
+use pingora::prelude::Opt;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the gateway could not start. Each message names the file or key involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A built, not yet running, gateway.
+pub struct Built {
+    pub server: Server,
+    pub state: Arc<AppState>,
+}
+
+/// Options that are not part of the config file.
+#[derive(Default)]
+pub struct BuildOptions {
+    /// Take over the listening sockets of a running instance (Pingora's zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Extra services to run in the same server (the demo's bundled upstream).
+    pub extra_services: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+}
+
+/// Checks that need files on disk: TLS certificate and key. `check` runs these too.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    if let Some(tls) = &config.server.tls {
+        check_tls(&config.source, &tls.cert, &tls.key)?;
+    }
+    Ok(())
+}
+
+fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+    let file = source.display();
+    for (k, p) in [("server.tls.cert", cert), ("server.tls.key", key)] {
+        if let Err(e) = std::fs::metadata(p) {
+            return Err(format!("{file}: {k}: cannot read {}: {e}", p.display()));
+        }
+    }
+    let loaded =
+        pingora::tls::load_certs_and_key_files(&cert.to_string_lossy(), &key.to_string_lossy());
+    let (certs, private_key) = match loaded {
+        Ok(Some(pair)) => pair,
+        _ => {
+            return Err(format!(
+                "{file}: server.tls: {} must hold a PEM certificate and {} a PEM private key",
+                cert.display(),
+                key.display()
+            ))
+        }
+    };
+    pingora::tls::install_default_crypto_provider();
+    pingora::tls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, private_key)
+        .map_err(|e| format!("{file}: server.tls: certificate and key do not fit together: {e}"))?;
+    Ok(())
+}
+
+/// Open the configured store.
+pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
+    match &config.store {
+        StoreConfig::Sled { path } => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StartError::Invalid(format!(
+                        "{}: store.path: cannot create {}: {e}",
+                        config.source.display(),
+                        parent.display()
+                    ))
+                })?;
+            }
+            Ok(Arc::new(SledStore::open(path, Duration::from_secs(10))?))
+        }
+        StoreConfig::Redis { .. } => Err(StartError::Invalid(format!(
+            "{}: store.backend: redis is not available in this build yet",
+            config.source.display()
+        ))),
+    }
+}
+
+/// Before Pingora binds (it would only log and exit), prove every address can be bound and
+/// name the one that cannot.
+fn check_listeners(config: &Config) -> Result<(), StartError> {
+    let mut addrs: Vec<(String, std::net::SocketAddr)> = Vec::new();
+    for (i, a) in config.server.listen.iter().enumerate() {
+        addrs.push((format!("server.listen[{i}]"), *a));
+    }
+    if let Some(tls) = &config.server.tls {
+        for (i, a) in tls.listen.iter().enumerate() {
+            addrs.push((format!("server.tls.listen[{i}]"), *a));
+        }
+    }
+    if let Some(m) = config.metrics_listen {
+        addrs.push(("metrics.listen".into(), m));
+    }
+    for (key, addr) in addrs {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            StartError::Invalid(format!(
+                "{}: {key}: cannot listen on {addr}: {e}",
+                config.source.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Wire everything into a Pingora server.
+pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartError> {
+    preflight(&config).map_err(StartError::Invalid)?;
+    if !options.upgrade {
+        check_listeners(&config)?;
+    }
+    let store = open_store(&config)?;
+
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    conf.upgrade_sock = std::env::temp_dir()
+        .join("portcullis_upgrade.sock")
+        .to_string_lossy()
+        .into_owned();
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let (upstreams, health_services) = Upstreams::build(&config)
+        .map_err(|e| StartError::Invalid(format!("{}: upstreams: {e}", config.source.display())))?;
+    let state = Arc::new(AppState::new(config.clone(), upstreams, store));
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            state: state.clone(),
+        },
+        "portcullis",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let Some(tls) = &config.server.tls {
+        for addr in &tls.listen {
+            proxy
+                .add_tls(
+                    &addr.to_string(),
+                    &tls.cert.to_string_lossy(),
+                    &tls.key.to_string_lossy(),
+                )
+                .map_err(|e| {
+                    StartError::Invalid(format!("{}: server.tls: {e}", config.source.display()))
+                })?;
+        }
+    }
+    server.add_service(proxy);
+    for hs in health_services {
+        server.add_service(hs);
+    }
+    if let Some(addr) = config.metrics_listen {
+        let mut metrics = Service::new(
+            "metrics".to_string(),
+            HttpServer::new_app(MetricsApp {
+                state: state.clone(),
+            }),
+        );
+        metrics.add_tcp(&addr.to_string());
+        server.add_service(metrics);
+    }
+    for extra in options.extra_services {
+        server.add_boxed_service(extra);
+    }
+    Ok(Built { server, state })
+}
