@@ -79,11 +79,17 @@ pub fn parse(
                 .unwrap_or_default();
             let message = inner.to_string();
             // serde_yaml appends its own "at line X column Y"; keep one location only.
-            let message = message
+            let mut message = message
                 .split(" at line ")
                 .next()
                 .unwrap_or(&message)
                 .to_string();
+            // serde_yaml may prefix the parent path itself; the key is printed once, by us.
+            if let Some((prefix, rest)) = message.split_once(": ") {
+                if !prefix.contains(' ') && key.starts_with(prefix) {
+                    message = rest.to_string();
+                }
+            }
             return Err(ConfigError::new(
                 source,
                 key,
@@ -118,9 +124,13 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let e = parse_str("tokens:\n  acess_ttl: 15m\n").unwrap_err();
-        assert_eq!(e.key, "tokens");
+        assert_eq!(e.key, "tokens.acess_ttl");
         assert!(e.message.contains("acess_ttl"), "{e}");
-        assert!(e.to_string().starts_with("test.yaml: tokens: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.yaml: tokens.acess_ttl: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

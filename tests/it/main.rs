@@ -1,1 +1,10 @@
-fn main() {}
+//! One integration-test binary: every test starts the real gateway binary on an ephemeral
+//! loopback port in front of real upstream HTTP servers.
+
+mod harness;
+
+mod cli;
+mod demo;
+mod proxy;
+mod shutdown;
+mod tls;

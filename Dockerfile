@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# Build: the same command the test script runs (cargo build --release --locked).
+FROM rust:1-bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake=3.25.* \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY tests ./tests
+RUN cargo build --release --locked
+
+# Runtime: slim, non-root, config and data as volumes.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates=20230311* \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/portcullis --create-home portcullis
+COPY --from=builder /src/target/release/portcullis /usr/local/bin/portcullis
+COPY config/portcullis.example.yaml /etc/portcullis/portcullis.example.yaml
+USER 10001:10001
+WORKDIR /var/lib/portcullis
+ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.yaml
+VOLUME ["/etc/portcullis", "/var/lib/portcullis"]
+EXPOSE 8080 8443 9091
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["portcullis", "probe", "--url", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["portcullis"]
+CMD ["serve"]
