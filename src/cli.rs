@@ -34,6 +34,18 @@ pub enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Write a new signing key pair (PKCS#8 private PEM, public PEM) and print the config line.
+    Keygen {
+        /// EdDSA | ES256 | RS256
+        #[arg(long)]
+        alg: String,
+        /// Key id (`kid`), also the file name stem.
+        #[arg(long)]
+        kid: String,
+        /// Directory for the PEM files (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Exit 0 when the gateway answers its liveness probe (Docker HEALTHCHECK).
     Probe {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]

@@ -31,6 +31,7 @@ pub async fn readiness(state: &AppState) -> LocalResponse {
         }
         upstreams.insert(route.upstream.clone(), json!({ "healthy_peers": healthy }));
     }
+    failing.extend(state.tokens.external.failures());
     let ready = failing.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },

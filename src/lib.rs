@@ -6,6 +6,8 @@
 //! - `server`: `build(config)`: wires everything into a Pingora server without running it
 //! - `gateway`: the `ProxyHttp` implementation: routing, header hygiene, security headers, upstreams
 //! - `auth`: the per-request authentication decision
+//! - `tokens`: keyring, access JWT issue/verify with cache, external issuers, revocation view
+//! - `clock`: injected time
 //! - `routes`: the `/auth/*` endpoints and the one place errors become responses
 //! - `store`: durable token state behind the `TokenStore` trait (sled now, Redis for scale-out)
 //! - `health`: liveness and readiness probes
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod gateway;
@@ -28,3 +31,4 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

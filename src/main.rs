@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Serve { upgrade }) => serve(&cli, *upgrade),
         Some(Command::Check) => check(&cli),
         Some(Command::Demo { port }) => run_demo(*port),
+        Some(Command::Keygen { alg, kid, out }) => keygen(alg, kid, out),
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
                 Ok(status) if (200..300).contains(&status) => Ok(()),
@@ -71,6 +72,68 @@ fn check(cli: &Cli) -> Result<(), String> {
     }
     println!("{}: ok", path.display());
     Ok(())
+}
+
+fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Result<(), String> {
+    let algorithm = match alg {
+        "EdDSA" => config::Algorithm::EdDSA,
+        "ES256" => config::Algorithm::ES256,
+        "RS256" => config::Algorithm::RS256,
+        "HS256" => config::Algorithm::HS256,
+        other => {
+            return Err(format!(
+                "--alg: expected EdDSA | ES256 | RS256, got {other:?}"
+            ))
+        }
+    };
+    if kid.is_empty()
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "--kid: use letters, digits, '.', '_' and '-' only, got {kid:?}"
+        ));
+    }
+    let (private, public) = portcullis::tokens::keys::generate(algorithm)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("--out: cannot create {}: {e}", out.display()))?;
+    let private_path = out.join(format!("{kid}.private.pem"));
+    let public_path = out.join(format!("{kid}.public.pem"));
+    for p in [&private_path, &public_path] {
+        if p.exists() {
+            return Err(format!(
+                "{}: already exists; refusing to overwrite a key",
+                p.display()
+            ));
+        }
+    }
+    write_private(&private_path, private.as_bytes())?;
+    std::fs::write(&public_path, public).map_err(|e| format!("{}: {e}", public_path.display()))?;
+    println!(
+        "wrote {} (keep secret) and {}",
+        private_path.display(),
+        public_path.display()
+    );
+    println!("add to tokens.signing_keys (first key with a private part signs):");
+    println!(
+        "    - {{ kid: \"{kid}\", algorithm: {alg}, private_key_file: {} }}",
+        private_path.display()
+    );
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(data)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn run_demo(port: u16) -> Result<(), String> {

@@ -8,6 +8,10 @@ use crate::gateway::{AppState, Gateway};
 use crate::metrics::MetricsApp;
 use crate::store::sled::SledStore;
 use crate::store::SharedStore;
+use crate::tokens::access::TokenService;
+use crate::tokens::external::{ExternalIssuers, JwksRefresher};
+use crate::tokens::keys::Keyring;
+use crate::tokens::revocation::RevocationView;
 use pingora::apps::http_app::HttpServer;
 use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
@@ -41,12 +45,14 @@ pub struct BuildOptions {
     pub extra_services: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
 }
 
-/// Checks that need files on disk: TLS certificate and key. `check` runs these too.
-pub fn preflight(config: &Config) -> Result<(), String> {
+/// Checks that need files on disk: TLS certificate and key, signing keys. `check` runs these
+/// too. Returns the loaded keyring.
+pub fn preflight(config: &Config) -> Result<Keyring, String> {
     if let Some(tls) = &config.server.tls {
         check_tls(&config.source, &tls.cert, &tls.key)?;
     }
-    Ok(())
+    Keyring::load(&config.tokens.signing_keys)
+        .map_err(|e| format!("{}: {e}", config.source.display()))
 }
 
 fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
@@ -126,7 +132,7 @@ fn check_listeners(config: &Config) -> Result<(), StartError> {
 
 /// Wire everything into a Pingora server.
 pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartError> {
-    preflight(&config).map_err(StartError::Invalid)?;
+    let keyring = preflight(&config).map_err(StartError::Invalid)?;
     if !options.upgrade {
         check_listeners(&config)?;
     }
@@ -151,7 +157,24 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
 
     let (upstreams, health_services) = Upstreams::build(&config)
         .map_err(|e| StartError::Invalid(format!("{}: upstreams: {e}", config.source.display())))?;
-    let state = Arc::new(AppState::new(config.clone(), upstreams, store));
+    let external = ExternalIssuers::new(&config.tokens.trusted_issuers);
+    let refresher = JwksRefresher {
+        issuers: external.issuers.clone(),
+    };
+    let tokens = Arc::new(TokenService::new(
+        &config.tokens,
+        keyring,
+        external,
+        Arc::new(RevocationView::new()),
+        Arc::new(crate::clock::SystemClock),
+    ));
+    let state = Arc::new(AppState::new(config.clone(), upstreams, store, tokens));
+    if !refresher.issuers.is_empty() {
+        server.add_service(pingora::services::background::background_service(
+            "jwks refresh",
+            refresher,
+        ));
+    }
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

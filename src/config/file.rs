@@ -77,6 +77,7 @@ pub struct TokensFile {
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerFile>,
     pub cache_size: Option<u64>,
+    pub leeway: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

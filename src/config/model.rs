@@ -103,6 +103,8 @@ pub struct TokensConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Maximum number of verified tokens kept in memory.
     pub cache_size: u64,
+    /// Clock-skew allowance for `exp` and `nbf` (at most 30 s).
+    pub leeway: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -542,6 +542,17 @@ fn tokens(
         on_reuse,
         signing_keys,
         trusted_issuers,
+        leeway: match t.leeway.as_deref() {
+            None => Duration::from_secs(30),
+            Some("0" | "0s") => Duration::ZERO,
+            Some(v) => {
+                let d = duration("tokens.leeway", v)?;
+                if d > Duration::from_secs(30) {
+                    return invalid("tokens.leeway", format!("at most 30s, got {v:?}"));
+                }
+                d
+            }
+        },
         cache_size: match t.cache_size {
             Some(0) => return invalid("tokens.cache_size", "must be greater than zero"),
             Some(n) => n,

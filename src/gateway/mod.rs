@@ -34,6 +34,7 @@ pub struct AppState {
     pub upstreams: upstreams::Upstreams,
     pub metrics: Metrics,
     pub store: SharedStore,
+    pub tokens: Arc<crate::tokens::access::TokenService>,
     pub protected: identity::Protected,
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
@@ -42,7 +43,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, upstreams: upstreams::Upstreams, store: SharedStore) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        upstreams: upstreams::Upstreams,
+        store: SharedStore,
+        tokens: Arc<crate::tokens::access::TokenService>,
+    ) -> Self {
         let route_labels = config
             .routes
             .iter()
@@ -56,6 +62,7 @@ impl AppState {
             route_labels,
             upstreams,
             store,
+            tokens,
             config,
         }
     }
@@ -107,6 +114,8 @@ pub struct RequestCtx {
     /// Label for metrics when no route applies (`auth`, `probe`, `none`).
     pub label: &'static str,
     pub identity: Option<Identity>,
+    /// The verified access token, kept only when `forward_access_token` is on.
+    pub access_token: Option<String>,
     pub peer_ip: Option<IpAddr>,
     pub peer_trusted: bool,
     pub client_ip: Option<IpAddr>,
@@ -227,6 +236,15 @@ impl Gateway {
                 return send(session, ctx, s, r).await;
             }
         };
+        if path == "/.well-known/jwks.json" || path == "/auth/jwks.json" {
+            ctx.label = "auth";
+            let r = LocalResponse::new(200, "application/json", s.tokens.keyring.jwks.clone())
+                .header(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+            return send(session, ctx, s, r).await;
+        }
         if path == "/auth" || path.starts_with("/auth/") {
             ctx.label = "auth";
             return crate::routes::handle(s, session, ctx, &path).await;
@@ -251,8 +269,14 @@ impl Gateway {
             };
             session.req_header_mut().set_raw_path(new.as_bytes())?;
         }
-        match auth::authenticate(s, session.req_header(), &cfg.routes[index]) {
+        match auth::authenticate(s, session.req_header(), &cfg.routes[index]).await {
             Decision::Allow(identity) => {
+                if identity.is_some() && cfg.identity_headers.forward_access_token {
+                    ctx.access_token =
+                        auth::credential(session.req_header(), &cfg.cookies.access_name)
+                            .token()
+                            .map(str::to_string);
+                }
                 ctx.identity = identity;
                 Ok(false)
             }
@@ -275,6 +299,7 @@ impl ProxyHttp for Gateway {
             route: None,
             label: "none",
             identity: None,
+            access_token: None,
             peer_ip: None,
             peer_trusted: false,
             client_ip: None,
@@ -349,6 +374,21 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(ih.user.clone(), id.sub.as_str())?;
             upstream.insert_header(ih.email.clone(), id.email.as_str())?;
             upstream.insert_header(ih.roles.clone(), id.roles.join(","))?;
+            match &ctx.access_token {
+                Some(t) => {
+                    upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
+                }
+                None => {
+                    // Our bearer token is for us, not for the application.
+                    let is_bearer = upstream
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .is_some_and(|v| auth::bearer_token(v.as_bytes()).is_some());
+                    if is_bearer {
+                        upstream.remove_header(&http::header::AUTHORIZATION);
+                    }
+                }
+            }
         }
         let c = &cfg.cookies;
         identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);

@@ -1,0 +1,512 @@
+//! Access tokens: issue (SPEC section 4) and verify, with a bounded verified-token cache.
+//!
+//! Verification order: a cheap strict pre-check (size, three base64url segments, bounded
+//! header JSON, forbidden header parameters), the key chosen by `kid` only with its own
+//! algorithm pinned, then the signature and claims. The cache is keyed by the whole token,
+//! an entry never outlives the token's `exp`, and revocation is checked after a hit.
+
+use super::external::ExternalIssuers;
+use super::keys::{Keyring, VerifyKey};
+use super::revocation::RevocationView;
+use crate::clock::SharedClock;
+use crate::config::TokensConfig;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Header, Validation};
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest token accepted at all (bytes).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Largest encoded JOSE header accepted.
+const MAX_HEADER_LEN: usize = 1024;
+/// Header parameters that point at keys elsewhere or demand extensions: never honoured, so a
+/// token carrying one is refused outright.
+const FORBIDDEN_HEADER_PARAMS: &[&str] = &["jku", "x5u", "jwk", "x5c", "crit"];
+
+/// Claims of a gateway-issued access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub sid: String,
+    pub jti: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub sub: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    /// Session (refresh family) id; empty for tokens from external issuers.
+    pub sid: String,
+    pub jti: String,
+    pub exp: u64,
+    /// The issuer (ours or a trusted external one).
+    pub iss: String,
+}
+
+/// Why a token was refused. Clients only learn the SPEC code; logs get the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported or forbidden header")]
+    BadHeader,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("invalid signature or claims")]
+    Invalid,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("revoked")]
+    Revoked,
+}
+
+/// A freshly issued access token.
+pub struct IssuedAccess {
+    pub token: String,
+    pub jti: String,
+    pub exp: u64,
+}
+
+/// Who a token is for.
+pub struct Subject<'a> {
+    pub sub: &'a str,
+    pub email: &'a str,
+    pub roles: &'a [String],
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenService {
+    pub keyring: Keyring,
+    pub external: ExternalIssuers,
+    pub revocations: Arc<RevocationView>,
+    pub clock: SharedClock,
+    issuer: String,
+    audience: String,
+    access_ttl: u64,
+    leeway: u64,
+    validation: Validation,
+    cache: Cache<String, Arc<Verified>>,
+}
+
+struct UntilExp;
+
+impl moka::Expiry<String, Arc<Verified>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Arc<Verified>,
+        _at: Instant,
+    ) -> Option<Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Some(Duration::from_secs(v.exp.saturating_sub(now)))
+    }
+}
+
+/// Random URL-safe id of `bytes` random bytes.
+pub fn random_id(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn is_b64url(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// Split and check the shape; return the decoded header object.
+fn precheck(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed);
+    };
+    if !(is_b64url(h.as_bytes()) && is_b64url(p.as_bytes()) && is_b64url(s.as_bytes())) {
+        return Err(VerifyError::Malformed);
+    }
+    if h.len() > MAX_HEADER_LEN {
+        return Err(VerifyError::BadHeader);
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| VerifyError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&raw).map_err(|_| VerifyError::Malformed)?;
+    if FORBIDDEN_HEADER_PARAMS
+        .iter()
+        .any(|p| header.contains_key(*p))
+    {
+        return Err(VerifyError::BadHeader);
+    }
+    Ok(header)
+}
+
+impl TokenService {
+    pub fn new(
+        cfg: &TokensConfig,
+        keyring: Keyring,
+        external: ExternalIssuers,
+        revocations: Arc<RevocationView>,
+        clock: SharedClock,
+    ) -> Self {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_audience(&[&cfg.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        // exp and nbf are checked against the injected clock, with our leeway.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        TokenService {
+            keyring,
+            external,
+            revocations,
+            clock,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            access_ttl: cfg.access_ttl.as_secs(),
+            leeway: cfg.leeway.as_secs(),
+            validation,
+            cache: Cache::builder()
+                .max_capacity(cfg.cache_size)
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    pub fn access_ttl(&self) -> u64 {
+        self.access_ttl
+    }
+
+    /// Sign a new access token for `who` in session `sid`.
+    pub fn issue(&self, who: &Subject<'_>, sid: &str) -> Result<IssuedAccess, String> {
+        let signer = self
+            .keyring
+            .signer
+            .as_ref()
+            .ok_or("no signing key: tokens.signing_keys has no key with a private part")?;
+        let now = self.clock.now();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: who.sub.to_string(),
+            email: who.email.to_string(),
+            roles: who.roles.to_vec(),
+            sid: sid.to_string(),
+            jti: random_id(16),
+            iat: now,
+            nbf: now,
+            exp: now + self.access_ttl,
+        };
+        let mut header = Header::new(signer.algorithm);
+        header.kid = Some(signer.kid.clone());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &signer.encoding)
+            .map_err(|e| format!("signing failed: {e}"))?;
+        Ok(IssuedAccess {
+            token,
+            jti: claims.jti,
+            exp: claims.exp,
+        })
+    }
+
+    /// Verify `token` (cached), then check revocation.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, VerifyError> {
+        let now = self.clock.now();
+        let verified = match self.cache.get(token) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_uncached(token, now).await?);
+                self.cache.insert(token.to_string(), v.clone());
+                v
+            }
+        };
+        if verified.exp + self.leeway < now {
+            return Err(VerifyError::Expired);
+        }
+        if self
+            .revocations
+            .is_revoked(&verified.jti, &verified.sid, now)
+        {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(verified)
+    }
+
+    /// Full verification without the cache (also used by the benchmark).
+    pub async fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        let header = precheck(token)?;
+        let alg = header
+            .get("alg")
+            .and_then(|v| v.as_str())
+            .ok_or(VerifyError::BadHeader)?;
+        let kid = header
+            .get("kid")
+            .and_then(|v| v.as_str())
+            .ok_or(VerifyError::UnknownKey)?;
+        if let Some(key) = self.keyring.verifiers.get(kid) {
+            let typ = header.get("typ").and_then(|v| v.as_str());
+            if !matches!(typ, Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
+            {
+                return Err(VerifyError::BadHeader);
+            }
+            return self.verify_own(token, key, alg, now);
+        }
+        self.external
+            .verify(token, kid, alg, now, self.leeway)
+            .await
+    }
+
+    fn verify_own(
+        &self,
+        token: &str,
+        key: &VerifyKey,
+        alg: &str,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        // The key's own algorithm, never the token's choice.
+        if alg != key.alg_name {
+            return Err(VerifyError::BadHeader);
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![key.algorithm];
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|_| VerifyError::Invalid)?;
+        let c = data.claims;
+        check_times(c.exp, Some(c.nbf), now, self.leeway)?;
+        if c.sub.is_empty() || c.jti.is_empty() || c.sid.is_empty() {
+            return Err(VerifyError::Invalid);
+        }
+        Ok(Verified {
+            sub: c.sub,
+            email: c.email,
+            roles: c.roles,
+            sid: c.sid,
+            jti: c.jti,
+            exp: c.exp,
+            iss: c.iss,
+        })
+    }
+}
+
+/// `exp` and `nbf` against `now` with `leeway` seconds of clock skew.
+pub fn check_times(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> Result<(), VerifyError> {
+    if exp + leeway < now {
+        return Err(VerifyError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{Algorithm, KeySource, SigningKey};
+    use crate::secret::Secret;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn service(alg: Algorithm, clock: ManualClock) -> (TokenService, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = if alg == Algorithm::HS256 {
+            KeySource::Secret(Secret::new("0123456789abcdef0123456789abcdef".into()))
+        } else {
+            let (private, _) = super::super::keys::generate(alg).unwrap();
+            let p = dir.path().join("k.pem");
+            std::fs::write(&p, private).unwrap();
+            KeySource::PrivatePem(p)
+        };
+        let keyring = Keyring::load(&[SigningKey {
+            kid: "k1".into(),
+            algorithm: alg,
+            source,
+        }])
+        .unwrap();
+        let cfg = crate::config::parse(
+            "tokens: { issuer: https://gw.test, audience: apps, access_ttl: 60s, leeway: 5s }\n",
+            "t".as_ref(),
+            ".".as_ref(),
+            |_| None,
+        )
+        .unwrap()
+        .tokens;
+        let svc = TokenService::new(
+            &cfg,
+            keyring,
+            ExternalIssuers::default(),
+            Arc::new(RevocationView::new()),
+            Arc::new(clock),
+        );
+        (svc, dir)
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    const ALL: [Algorithm; 4] = [
+        Algorithm::EdDSA,
+        Algorithm::ES256,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ];
+
+    fn subject() -> (String, String, Vec<String>) {
+        (
+            "alice".into(),
+            "alice@example.com".into(),
+            vec!["admin".into()],
+        )
+    }
+
+    #[test]
+    fn round_trip_every_algorithm_and_expiry_with_injected_clock() {
+        for alg in ALL {
+            let clock = ManualClock::new(NOW);
+            let (svc, _dir) = service(alg, clock.clone());
+            let (sub, email, roles) = subject();
+            let issued = svc
+                .issue(
+                    &Subject {
+                        sub: &sub,
+                        email: &email,
+                        roles: &roles,
+                    },
+                    "sid1",
+                )
+                .unwrap();
+            let v = block(svc.verify(&issued.token)).unwrap();
+            assert_eq!(
+                (v.sub.as_str(), v.sid.as_str(), v.roles.clone()),
+                ("alice", "sid1", roles.clone()),
+                "{alg:?}"
+            );
+            assert_eq!(v.exp, NOW + 60);
+            // Cached: the same Arc comes back.
+            assert!(Arc::ptr_eq(&v, &block(svc.verify(&issued.token)).unwrap()));
+            clock.advance(64);
+            assert!(block(svc.verify(&issued.token)).is_ok(), "inside leeway");
+            clock.advance(2);
+            assert_eq!(
+                block(svc.verify(&issued.token)).unwrap_err(),
+                VerifyError::Expired,
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_single_byte_change_fails() {
+        for alg in ALL {
+            let (svc, _dir) = service(alg, ManualClock::new(NOW));
+            let (sub, email, roles) = subject();
+            let token = svc
+                .issue(
+                    &Subject {
+                        sub: &sub,
+                        email: &email,
+                        roles: &roles,
+                    },
+                    "sid1",
+                )
+                .unwrap()
+                .token;
+            let bytes = token.as_bytes();
+            for i in 0..bytes.len() {
+                for replacement in [b'A', b'.', b'x'] {
+                    if bytes[i] == replacement {
+                        continue;
+                    }
+                    let mut t = bytes.to_vec();
+                    t[i] = replacement;
+                    let t = String::from_utf8(t).unwrap();
+                    assert!(
+                        block(svc.verify_uncached(&t, NOW)).is_err(),
+                        "{alg:?}: byte {i} -> {}",
+                        replacement as char
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn revocation_is_checked_after_a_cache_hit() {
+        let (svc, _dir) = service(Algorithm::EdDSA, ManualClock::new(NOW));
+        let (sub, email, roles) = subject();
+        let issued = svc
+            .issue(
+                &Subject {
+                    sub: &sub,
+                    email: &email,
+                    roles: &roles,
+                },
+                "sid9",
+            )
+            .unwrap();
+        assert!(block(svc.verify(&issued.token)).is_ok());
+        svc.revocations.revoke_jti(&issued.jti, issued.exp);
+        assert_eq!(
+            block(svc.verify(&issued.token)).unwrap_err(),
+            VerifyError::Revoked
+        );
+        let other = svc
+            .issue(
+                &Subject {
+                    sub: &sub,
+                    email: &email,
+                    roles: &roles,
+                },
+                "sid9",
+            )
+            .unwrap();
+        svc.revocations.revoke_sid("sid9", NOW + 100);
+        assert_eq!(
+            block(svc.verify(&other.token)).unwrap_err(),
+            VerifyError::Revoked
+        );
+    }
+
+    #[test]
+    fn precheck_refuses_shapes() {
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c.d.e",
+            "a.b.",
+            "a..c",
+            "a b.c.d",
+            "YQ==.YQ.YQ",
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert!(precheck(bad).is_err(), "{bad:.40}");
+        }
+    }
+}

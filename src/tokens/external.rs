@@ -1,0 +1,283 @@
+//! Trusted external issuers (an IdP's bearer tokens): JWKS fetched at start and refreshed on
+//! a TTL, refetched on an unknown `kid` at most once per 30 s, roles read from a configured
+//! claim path. Header parameters that point elsewhere (`jku`, `x5u`) are never followed.
+
+use super::access::{check_times, Verified, VerifyError};
+use super::keys::alg_name;
+use crate::config::TrustedIssuer;
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Minimum time between two fetches triggered by unknown key ids.
+const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+struct IssuerKey {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+}
+
+/// One trusted issuer and its current keys.
+pub struct Issuer {
+    pub config: TrustedIssuer,
+    keys: ArcSwap<HashMap<String, Arc<IssuerKey>>>,
+    /// When the last fetch started (for the cooldown) and its error, if it failed.
+    last_fetch: Mutex<Option<Instant>>,
+    pub last_error: ArcSwap<Option<String>>,
+}
+
+/// All trusted issuers.
+#[derive(Default)]
+pub struct ExternalIssuers {
+    pub issuers: Vec<Arc<Issuer>>,
+}
+
+fn alg_for(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    if let Some(a) = jwk.common.key_algorithm {
+        return Algorithm::try_from(a).ok();
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            Some(Algorithm::ES256)
+        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Some(Algorithm::EdDSA)
+        }
+        _ => None,
+    }
+}
+
+impl Issuer {
+    pub fn new(config: TrustedIssuer) -> Self {
+        Issuer {
+            config,
+            keys: ArcSwap::from_pointee(HashMap::new()),
+            last_fetch: Mutex::new(None),
+            last_error: ArcSwap::from_pointee(None),
+        }
+    }
+
+    /// Fetch the JWKS now (blocking; call from a blocking thread).
+    pub fn fetch_blocking(&self) -> Result<usize, String> {
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let result = (|| {
+            let agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .max_redirects(0)
+                .build()
+                .new_agent();
+            let body = agent
+                .get(&self.config.jwks_url)
+                .call()
+                .map_err(|e| format!("cannot fetch {}: {e}", self.config.jwks_url))?
+                .body_mut()
+                .with_config()
+                .limit(1024 * 1024)
+                .read_to_string()
+                .map_err(|e| format!("cannot read {}: {e}", self.config.jwks_url))?;
+            let set: JwkSet = serde_json::from_str(&body)
+                .map_err(|e| format!("{} is not a JWKS: {e}", self.config.jwks_url))?;
+            let mut keys = HashMap::new();
+            for jwk in &set.keys {
+                let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), alg_for(jwk)) else {
+                    continue;
+                };
+                // Symmetric keys from a JWKS would let anyone who reads it sign tokens.
+                if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    continue;
+                }
+                if let Ok(decoding) = DecodingKey::from_jwk(jwk) {
+                    keys.insert(
+                        kid,
+                        Arc::new(IssuerKey {
+                            algorithm: alg,
+                            decoding,
+                        }),
+                    );
+                }
+            }
+            if keys.is_empty() {
+                return Err(format!(
+                    "{} holds no usable signing key",
+                    self.config.jwks_url
+                ));
+            }
+            let n = keys.len();
+            self.keys.store(Arc::new(keys));
+            Ok(n)
+        })();
+        self.last_error
+            .store(Arc::new(result.as_ref().err().cloned()));
+        result
+    }
+
+    fn may_refetch(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|t| t.elapsed() >= REFETCH_COOLDOWN)
+    }
+
+    fn verify_with(
+        &self,
+        key: &IssuerKey,
+        token: &str,
+        alg: &str,
+        now: u64,
+        leeway: u64,
+    ) -> Result<Verified, VerifyError> {
+        if alg != alg_name(key.algorithm) {
+            return Err(VerifyError::BadHeader);
+        }
+        let mut v = Validation::new(key.algorithm);
+        v.set_issuer(&[&self.config.issuer]);
+        v.set_audience(&[&self.config.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &v)
+            .map_err(|_| VerifyError::Invalid)?;
+        let c = data.claims;
+        let exp = c
+            .get("exp")
+            .and_then(|e| e.as_u64())
+            .ok_or(VerifyError::Invalid)?;
+        let nbf = match c.get("nbf") {
+            None => None,
+            Some(n) => Some(n.as_u64().ok_or(VerifyError::Invalid)?),
+        };
+        check_times(exp, nbf, now, leeway)?;
+        let sub = c
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::Invalid)?;
+        let mut roles_value = Some(&c);
+        for seg in &self.config.roles_claim {
+            roles_value = roles_value.and_then(|v| v.get(seg));
+        }
+        let roles = roles_value
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Verified {
+            sub: sub.to_string(),
+            email: c
+                .get("email")
+                .and_then(|e| e.as_str())
+                .unwrap_or("")
+                .to_string(),
+            roles,
+            sid: String::new(),
+            jti: c
+                .get("jti")
+                .and_then(|e| e.as_str())
+                .unwrap_or("")
+                .to_string(),
+            exp,
+            iss: self.config.issuer.clone(),
+        })
+    }
+}
+
+impl ExternalIssuers {
+    pub fn new(configs: &[TrustedIssuer]) -> Self {
+        ExternalIssuers {
+            issuers: configs
+                .iter()
+                .cloned()
+                .map(|c| Arc::new(Issuer::new(c)))
+                .collect(),
+        }
+    }
+
+    /// Verify a token whose `kid` is not one of ours.
+    pub async fn verify(
+        &self,
+        token: &str,
+        kid: &str,
+        alg: &str,
+        now: u64,
+        leeway: u64,
+    ) -> Result<Verified, VerifyError> {
+        for issuer in &self.issuers {
+            if let Some(key) = issuer.keys.load().get(kid).cloned() {
+                return issuer.verify_with(&key, token, alg, now, leeway);
+            }
+        }
+        // Unknown everywhere: maybe an IdP rotated its keys. Refetch, rate limited.
+        for issuer in &self.issuers {
+            if !issuer.may_refetch() {
+                continue;
+            }
+            let i = issuer.clone();
+            let _ = tokio::task::spawn_blocking(move || i.fetch_blocking()).await;
+            if let Some(key) = issuer.keys.load().get(kid).cloned() {
+                return issuer.verify_with(&key, token, alg, now, leeway);
+            }
+        }
+        Err(VerifyError::UnknownKey)
+    }
+
+    /// Failures to report in readiness (`issuer https://idp: cannot fetch ...`).
+    pub fn failures(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter_map(|i| {
+                i.last_error
+                    .load()
+                    .as_ref()
+                    .as_ref()
+                    .map(|e| format!("issuer {}: {e}", i.config.issuer))
+            })
+            .collect()
+    }
+}
+
+/// Background refresh of every issuer's JWKS on its interval.
+pub struct JwksRefresher {
+    pub issuers: Vec<Arc<Issuer>>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for JwksRefresher {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut next: Vec<Instant> = self.issuers.iter().map(|_| Instant::now()).collect();
+        loop {
+            for (i, issuer) in self.issuers.iter().enumerate() {
+                if Instant::now() >= next[i] {
+                    let is = issuer.clone();
+                    let r = tokio::task::spawn_blocking(move || is.fetch_blocking()).await;
+                    let ok = matches!(r, Ok(Ok(_)));
+                    if !ok {
+                        tracing::warn!(target: "portcullis::tokens", issuer = %issuer.config.issuer, error = ?issuer.last_error.load(), "JWKS fetch failed");
+                    }
+                    // Retry failures sooner than the refresh interval.
+                    let wait = if ok {
+                        issuer.config.refresh_interval
+                    } else {
+                        Duration::from_secs(5).min(issuer.config.refresh_interval)
+                    };
+                    next[i] = Instant::now() + wait;
+                }
+            }
+            let sleep_until = next
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep_until(sleep_until.into()) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
