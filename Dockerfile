@@ -8,6 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked
 
 # Runtime: slim, non-root, config and data as volumes.

@@ -19,6 +19,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# PyJWT: the independent JOSE implementation the token tests check our tokens with.
+if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+  log "installing PyJWT (pip)"
+  command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+  pip3 install -q pyjwt cryptography 2>/dev/null || pip3 install -q --break-system-packages pyjwt cryptography
+fi
+
 # One profile (release) for everything: dependencies are compiled once, argon2 runs at full
 # speed in tests, and the binary the tests start is the one that ships.
 log "cargo fmt --check"

@@ -24,8 +24,8 @@ struct IssuerKey {
 pub struct Issuer {
     pub config: TrustedIssuer,
     keys: ArcSwap<HashMap<String, Arc<IssuerKey>>>,
-    /// When the last fetch started (for the cooldown) and its error, if it failed.
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the last fetch triggered by an unknown kid started (for the cooldown).
+    last_kid_fetch: Mutex<Option<Instant>>,
     pub last_error: ArcSwap<Option<String>>,
 }
 
@@ -56,14 +56,13 @@ impl Issuer {
         Issuer {
             config,
             keys: ArcSwap::from_pointee(HashMap::new()),
-            last_fetch: Mutex::new(None),
+            last_kid_fetch: Mutex::new(None),
             last_error: ArcSwap::from_pointee(None),
         }
     }
 
     /// Fetch the JWKS now (blocking; call from a blocking thread).
     pub fn fetch_blocking(&self) -> Result<usize, String> {
-        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let result = (|| {
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(5)))
@@ -115,11 +114,17 @@ impl Issuer {
         result
     }
 
+    /// At most one unknown-kid refetch per cooldown: claims the slot when it is free.
     fn may_refetch(&self) -> bool {
-        self.last_fetch
+        let mut last = self
+            .last_kid_fetch
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|t| t.elapsed() >= REFETCH_COOLDOWN)
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     fn verify_with(

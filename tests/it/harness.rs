@@ -151,6 +151,24 @@ fn answer(mut request: tiny_http::Request, addr: SocketAddr, rec: Arc<Mutex<Vec<
     let _ = request.respond(response);
 }
 
+/// The config text for a test gateway: `{PORT}` and `{DIR}` replaced, and a `server:`,
+/// `store:` and `logging:` section added when the text has none.
+fn render(yaml: &str, port: u16, dir: &Path) -> String {
+    let mut text = String::new();
+    if !yaml.contains("server:") {
+        text.push_str("server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  public_url: http://127.0.0.1:{PORT}\n  grace_period: 1s\n");
+    }
+    if !yaml.contains("store:") {
+        text.push_str("store: { path: data/portcullis.db }\n");
+    }
+    if !yaml.contains("logging:") {
+        text.push_str("logging: { format: json, level: debug }\n");
+    }
+    text.push_str(yaml);
+    text.replace("{PORT}", &port.to_string())
+        .replace("{DIR}", &dir.to_string_lossy())
+}
+
 /// The real gateway binary, started on an ephemeral port with a config written to a temp dir.
 pub struct Gateway {
     pub child: Option<Child>,
@@ -171,20 +189,7 @@ impl Gateway {
 
     pub fn start_in(yaml: &str, dir: tempfile::TempDir) -> Self {
         let port = free_port();
-        let mut text = String::new();
-        if !yaml.contains("server:") {
-            text.push_str("server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  public_url: http://127.0.0.1:{PORT}\n  grace_period: 1s\n");
-        }
-        if !yaml.contains("store:") {
-            text.push_str("store: { path: data/portcullis.db }\n");
-        }
-        if !yaml.contains("logging:") {
-            text.push_str("logging: { format: json, level: debug }\n");
-        }
-        text.push_str(yaml);
-        let text = text
-            .replace("{PORT}", &port.to_string())
-            .replace("{DIR}", &dir.path().to_string_lossy());
+        let text = render(yaml, port, dir.path());
         let config_path = dir.path().join("portcullis.yaml");
         std::fs::write(&config_path, text).unwrap();
         let mut gw = Gateway {
@@ -196,6 +201,11 @@ impl Gateway {
         };
         gw.spawn();
         gw
+    }
+
+    /// Replace the config (same port and directory); takes effect at the next `spawn`.
+    pub fn rewrite_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, render(yaml, self.port, self.dir.path())).unwrap();
     }
 
     /// (Re)start the process on the same config and data.
@@ -447,4 +457,50 @@ pub fn run_cli(args: &[&str], dir: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A tiny HTTP server answering every request with the current `body` (JSON), counting hits.
+pub struct JsonServer {
+    pub addr: SocketAddr,
+    pub body: Arc<Mutex<String>>,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    _server: Arc<tiny_http::Server>,
+}
+
+impl JsonServer {
+    pub fn start(body: &str) -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let body = Arc::new(Mutex::new(body.to_string()));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (srv, b, h) = (server.clone(), body.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for req in srv.incoming_requests() {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let text = b.lock().unwrap().clone();
+                let resp = tiny_http::Response::from_string(text).with_header(
+                    tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
+                );
+                let _ = req.respond(resp);
+            }
+        });
+        JsonServer {
+            addr,
+            body,
+            hits,
+            _server: server,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Unix time now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

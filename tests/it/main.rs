@@ -8,3 +8,4 @@ mod demo;
 mod proxy;
 mod shutdown;
 mod tls;
+mod tokens;
