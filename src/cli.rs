@@ -34,6 +34,12 @@ pub enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Print an argon2id PHC string for the users file.
+    HashPassword {
+        /// Read the password from standard input (for scripts) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Write a new signing key pair (PKCS#8 private PEM, public PEM) and print the config line.
     Keygen {
         /// EdDSA | ES256 | RS256

@@ -54,7 +54,9 @@ impl ServeHttp for DemoApp {
              <style>body{{font-family:sans-serif;margin:2em auto;max-width:48em}}th{{text-align:left;padding-right:1em}}</style></head>\
              <body><h1>Legacy app</h1><p>This page knows nothing about logins. portcullis authenticated you and told it who you are:</p>\
              <table>{rows}</table><p>Path: <code>{path}</code></p>\
-             <form method=\"post\" action=\"/auth/logout\" id=\"logout\"><button type=\"submit\">Log out</button></form>\
+             <button id=\"logout\" type=\"button\">Log out</button>\
+             <script>document.getElementById('logout').onclick=function(){{var m=document.cookie.match(/(?:^|; )(?:__Host-)?pc_csrf=([^;]*)/);\
+             fetch('/auth/logout',{{method:'POST',headers:{{'X-CSRF-Token':m?m[1]:''}}}}).then(function(){{location.href='/auth/login';}});}};</script>\
              </body></html>"
         );
         Response::builder()
@@ -74,6 +76,29 @@ pub fn demo_service(addr: &str) -> Service<HttpServer<DemoApp>> {
     svc
 }
 
+/// The demo account.
+pub const DEMO_EMAIL: &str = "demo@example.com";
+
+/// Create the demo's signing key (once) and users file (a fresh password each start) under
+/// `data`; returns the password to print.
+pub fn prepare(data: &std::path::Path) -> Result<String, String> {
+    let keys = data.join("demo-keys");
+    let key = keys.join("demo.private.pem");
+    if !key.exists() {
+        std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+        let (private, _) = crate::tokens::keys::generate(crate::config::Algorithm::EdDSA)?;
+        std::fs::write(&key, private).map_err(|e| format!("{}: {e}", key.display()))?;
+    }
+    let password = crate::tokens::access::random_id(12);
+    let users = format!(
+        "users:\n  demo:\n    email: {DEMO_EMAIL}\n    password: \"{}\"\n    roles: [user]\n",
+        crate::auth::password::hash_password(&password)
+    );
+    let file = data.join("demo-users.yaml");
+    std::fs::write(&file, users).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(password)
+}
+
 /// The demo's configuration text.
 pub fn demo_config(port: u16, upstream_port: u16) -> String {
     format!(
@@ -87,6 +112,12 @@ cookies:
 store:
   backend: sled
   path: data/demo.db
+users:
+  file: data/demo-users.yaml
+tokens:
+  access_ttl: 5m
+  signing_keys:
+    - {{ kid: demo, algorithm: EdDSA, private_key_file: data/demo-keys/demo.private.pem }}
 logging:
   format: text
   level: info
@@ -95,7 +126,7 @@ upstreams:
     addresses: ["127.0.0.1:{upstream_port}"]
     health_check: {{ path: /, interval: 5s }}
 routes:
-  - {{ path_prefix: /, upstream: demo, auth: public }}
+  - {{ path_prefix: /, upstream: demo }}
 "#
     )
 }

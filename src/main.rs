@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&cli),
         Some(Command::Demo { port }) => run_demo(*port),
         Some(Command::Keygen { alg, kid, out }) => keygen(alg, kid, out),
+        Some(Command::HashPassword { password_stdin }) => hash_password(*password_stdin),
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
                 Ok(status) if (200..300).contains(&status) => Ok(()),
@@ -71,6 +72,35 @@ fn check(cli: &Cli) -> Result<(), String> {
         println!("warning: {}: {w}", path.display());
     }
     println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn hash_password(from_stdin: bool) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    let mut password = String::new();
+    if from_stdin {
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    } else {
+        eprint!("Password (input is shown; use --password-stdin in scripts): ");
+        std::io::stdin()
+            .lock()
+            .read_line(&mut password)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+    }
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    if password.len() > portcullis::auth::password::MAX_PASSWORD_LEN {
+        return Err(format!(
+            "the password is longer than {} bytes",
+            portcullis::auth::password::MAX_PASSWORD_LEN
+        ));
+    }
+    println!("{}", portcullis::auth::password::hash_password(password));
     Ok(())
 }
 
@@ -140,6 +170,7 @@ fn run_demo(port: u16) -> Result<(), String> {
     let upstream = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("demo: cannot find a free port for the demo upstream: {e}"))?;
+    let password = demo::prepare(std::path::Path::new("data"))?;
     let text = demo::demo_config(port, upstream.port());
     let config = config::parse(&text, "demo".as_ref(), ".".as_ref(), |n| {
         std::env::var(n).ok()
@@ -147,6 +178,7 @@ fn run_demo(port: u16) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("portcullis demo");
     println!("  open:      http://127.0.0.1:{port}/");
+    println!("  sign in:   {} / {password}", demo::DEMO_EMAIL);
     println!("  store:     data/demo.db");
     println!("  stop with: Ctrl-C");
     let demo = Box::new(demo::demo_service(&upstream.to_string()));

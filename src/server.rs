@@ -2,6 +2,8 @@
 //! and the store into a Pingora `Server` without running it, so `serve`, `demo` and tests all
 //! start the same thing.
 
+use crate::auth::sessions::{Pruner, Sessions};
+use crate::auth::users::{UserDirectory, UsersReloader};
 use crate::config::{Config, StoreConfig};
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
@@ -51,8 +53,15 @@ pub fn preflight(config: &Config) -> Result<Keyring, String> {
     if let Some(tls) = &config.server.tls {
         check_tls(&config.source, &tls.cert, &tls.key)?;
     }
-    Keyring::load(&config.tokens.signing_keys)
-        .map_err(|e| format!("{}: {e}", config.source.display()))
+    let file = config.source.display();
+    UserDirectory::load(&config.users_file, config.users_file_required).map_err(|e| {
+        if e.starts_with("users.file") {
+            format!("{file}: {e}")
+        } else {
+            e
+        }
+    })?;
+    Keyring::load(&config.tokens.signing_keys).map_err(|e| format!("{file}: {e}"))
 }
 
 fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
@@ -168,7 +177,35 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         Arc::new(RevocationView::new()),
         Arc::new(crate::clock::SystemClock),
     ));
-    let state = Arc::new(AppState::new(config.clone(), upstreams, store, tokens));
+    let users = Arc::new(
+        UserDirectory::load(&config.users_file, config.users_file_required)
+            .map_err(|e| StartError::Invalid(format!("{}: {e}", config.source.display())))?,
+    );
+    if users.is_empty() {
+        tracing::warn!(target: "portcullis::users", file = %config.users_file.display(), "no local users: /auth/login will refuse everyone");
+    }
+    // Store calls before Pingora's runtimes exist run on a short-lived one.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Invalid(format!("cannot start a runtime: {e}")))?;
+    let sessions = rt.block_on(async {
+        let s = Sessions::new(&config, store, tokens, users.clone()).await?;
+        let n = s.load_revocations().await?;
+        tracing::info!(target: "portcullis::store", revocations = n, "revocations loaded");
+        Ok::<_, crate::store::StoreError>(s)
+    })?;
+    drop(rt);
+    let sessions = Arc::new(sessions);
+    server.add_service(pingora::services::background::background_service(
+        "users reload",
+        UsersReloader(users),
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "prune",
+        Pruner(sessions.clone()),
+    ));
+    let state = Arc::new(AppState::new(config.clone(), upstreams, sessions));
     if !refresher.issuers.is_empty() {
         server.add_service(pingora::services::background::background_service(
             "jwks refresh",

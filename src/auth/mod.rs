@@ -4,6 +4,12 @@
 //! cookie) and answers allow-with-identity or a [`Failure`] that `routes::response` turns
 //! into a 302 to the login page (browser navigation) or a 401/403 JSON body (anything else).
 
+pub mod cookies;
+pub mod password;
+pub mod ratelimit;
+pub mod sessions;
+pub mod users;
+
 use crate::config::{AuthMode, Route};
 use crate::gateway::AppState;
 use crate::tokens::access::{Verified, VerifyError};

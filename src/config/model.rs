@@ -18,6 +18,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub cookies: CookiesConfig,
     pub users_file: PathBuf,
+    /// `users.file` was set explicitly: then a missing file is an error.
+    pub users_file_required: bool,
     pub store: StoreConfig,
     pub rate_limits: RateLimits,
     pub security_headers: SecurityHeaders,

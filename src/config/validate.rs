@@ -252,6 +252,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         tokens,
         cookies,
         users_file: resolve_path(base, file.users.file.as_deref().unwrap_or("users.yaml")),
+        users_file_required: file.users.file.is_some(),
         store,
         rate_limits,
         security_headers,

@@ -35,6 +35,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub store: SharedStore,
     pub tokens: Arc<crate::tokens::access::TokenService>,
+    pub users: Arc<crate::auth::users::UserDirectory>,
+    pub passwords: crate::auth::password::PasswordService,
+    pub limiter: crate::auth::ratelimit::RateLimiter,
+    pub sessions: Arc<crate::auth::sessions::Sessions>,
     pub protected: identity::Protected,
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
@@ -46,9 +50,14 @@ impl AppState {
     pub fn new(
         config: Arc<Config>,
         upstreams: upstreams::Upstreams,
-        store: SharedStore,
-        tokens: Arc<crate::tokens::access::TokenService>,
+        sessions: Arc<crate::auth::sessions::Sessions>,
     ) -> Self {
+        let rl = &config.rate_limits;
+        let longest = rl
+            .login_per_ip
+            .window
+            .max(rl.login_per_account.window)
+            .max(rl.refresh_per_ip.window);
         let route_labels = config
             .routes
             .iter()
@@ -61,8 +70,12 @@ impl AppState {
             metrics: Metrics::new(),
             route_labels,
             upstreams,
-            store,
-            tokens,
+            store: sessions.store.clone(),
+            tokens: sessions.tokens.clone(),
+            users: sessions.users.clone(),
+            passwords: crate::auth::password::PasswordService::new(),
+            limiter: crate::auth::ratelimit::RateLimiter::new(longest),
+            sessions,
             config,
         }
     }

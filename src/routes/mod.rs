@@ -1,11 +1,17 @@
 //! `/auth/*`: the endpoints the gateway answers itself.
 //!
 //! - `response.rs`: the one place decisions become HTTP responses
+//! - `login_page.rs`: the HTML form, `return_to` validation
+//! - `session_routes.rs`: login (JSON and form), refresh, logout, logout-all, session
 
+pub mod login_page;
 pub mod response;
+pub mod session_routes;
 
 use crate::gateway::{AppState, RequestCtx};
 use bytes::{Bytes, BytesMut};
+use http::header::ALLOW;
+use http::{HeaderValue, Method};
 use pingora::proxy::Session;
 use response::{send, LocalResponse};
 
@@ -43,6 +49,11 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Bod
     }
 }
 
+fn method_not_allowed(allow: &'static str) -> LocalResponse {
+    LocalResponse::error(405, "method_not_allowed", "method not allowed")
+        .header(ALLOW, HeaderValue::from_static(allow))
+}
+
 /// Answer a request under `/auth/`.
 pub async fn handle(
     state: &AppState,
@@ -51,16 +62,34 @@ pub async fn handle(
     path: &str,
 ) -> pingora::Result<bool> {
     // Every endpoint here reads at most a small body: refuse big ones before anything else.
-    let resp = match read_body(session, state.config.limits.max_auth_body_bytes).await {
+    let body = match read_body(session, state.config.limits.max_auth_body_bytes).await {
         Err(BodyError::TooLarge) => {
             // The rest of the body is never read: do not reuse the connection.
             session.set_keepalive(None);
-            LocalResponse::error(413, "payload_too_large", "the request body is too large")
+            let r = LocalResponse::error(413, "payload_too_large", "the request body is too large");
+            return send(session, ctx, state, r.no_store()).await;
         }
         Err(BodyError::Unreadable) => {
-            LocalResponse::error(400, "bad_request", "the request body could not be read")
+            let r = LocalResponse::error(400, "bad_request", "the request body could not be read");
+            return send(session, ctx, state, r.no_store()).await;
         }
-        Ok(_body) => LocalResponse::error(404, "not_found", &format!("no endpoint {path}")),
+        Ok(body) => body,
+    };
+    let method = session.req_header().method.clone();
+    let req = session.req_header();
+    let resp = match (path, &method) {
+        ("/auth/login", &Method::GET) => session_routes::login_page(state, req, ctx),
+        ("/auth/login", &Method::POST) => session_routes::login(state, req, ctx, &body).await,
+        ("/auth/login", _) => method_not_allowed("GET, POST"),
+        ("/auth/refresh", &Method::POST) => session_routes::refresh(state, req, ctx, &body).await,
+        ("/auth/logout", &Method::POST) => session_routes::logout(state, req, ctx, &body).await,
+        ("/auth/logout-all", &Method::POST) => {
+            session_routes::logout_all(state, req, ctx, &body).await
+        }
+        ("/auth/refresh" | "/auth/logout" | "/auth/logout-all", _) => method_not_allowed("POST"),
+        ("/auth/session", &Method::GET) => session_routes::session_info(state, req).await,
+        ("/auth/session", _) => method_not_allowed("GET"),
+        _ => LocalResponse::error(404, "not_found", "no such endpoint"),
     };
     send(session, ctx, state, resp.no_store()).await
 }

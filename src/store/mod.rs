@@ -1,13 +1,22 @@
 //! Durable token state behind one trait, so that the embedded sled database (default, one
 //! gateway process) and Redis (several gateway instances) are interchangeable.
 //!
-//! The contract every backend keeps (see SPEC sections 4 and 5): a write is durable before the
-//! call returns (sled flushed, Redis acknowledged), so the caller may send the response that
-//! depends on it.
+//! The contract every backend keeps (SPEC sections 4 and 5):
+//! - only SHA-256 hashes of refresh tokens are stored, never the tokens;
+//! - a rotation is one atomic compare-and-set: under any number of concurrent calls with the
+//!   same parent at most one successor exists;
+//! - a write is durable before the call returns (sled flushed, Redis acknowledged), so the
+//!   caller may send the response that depends on it.
+//!
+//! The rotation state machine lives in the backends (a Lua script for Redis); the successor
+//! token is derived by the caller (HMAC of the presented token under [`TokenStore::secret`]),
+//! so every racer inside the grace window computes the very same successor.
 
+pub mod contract;
 pub mod sled;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Why a store call failed. Callers decide between "the store is down" (503, readiness) and
@@ -20,6 +29,71 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A session (refresh-token family) as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    pub sid: String,
+    pub user: String,
+    pub created: u64,
+    /// Absolute end: `created + session_max_lifetime`.
+    pub max_exp: u64,
+    /// Idle end: last rotation + `refresh_ttl` (never past `max_exp`).
+    pub idle_exp: u64,
+    /// Hash of the one refresh token that may rotate now.
+    pub current: String,
+    /// Hash of its immediate parent (honoured inside the grace window only).
+    pub previous: Option<String>,
+    pub rotated_at: u64,
+    pub revoked: bool,
+}
+
+impl Family {
+    /// The unix time after which this session is over.
+    pub fn expires_at(&self) -> u64 {
+        self.idle_exp.min(self.max_exp)
+    }
+}
+
+/// Rules of one rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationPolicy {
+    pub refresh_ttl: u64,
+    pub reuse_grace: u64,
+    /// Revoke every session of the user on reuse (`revoke_user`), or only the family.
+    pub revoke_user_on_reuse: bool,
+    /// How long a session revocation must be remembered for access tokens: access TTL + leeway.
+    pub revocation_ttl: u64,
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was current (now rotated), or it is the immediate parent inside the
+    /// grace window: the caller hands out the successor it derived.
+    Rotated { family: Family, replay: bool },
+    /// An already-rotated token outside the rules: these sessions are now revoked.
+    Reused {
+        user: String,
+        revoked_sids: Vec<String>,
+    },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// A revocation entry: `jti:<id>` or `sid:<id>` until a unix time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub id: String,
+    pub until: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    Jti,
+    Sid,
+}
+
 /// The durable state of the gateway.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -28,6 +102,42 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Cheap liveness check used by the readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The store-held key that successor tokens are derived with (created on first use).
+    async fn secret(&self) -> Result<[u8; 32], StoreError>;
+
+    /// Store a new session whose first refresh token hashes to `family.current`.
+    async fn create_family(&self, family: &Family) -> Result<(), StoreError>;
+
+    /// Rotate the token hashing to `presented` into the one hashing to `successor`.
+    async fn rotate(
+        &self,
+        presented: &str,
+        successor: &str,
+        now: u64,
+        policy: &RotationPolicy,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// The session a refresh token (by hash) belongs to, whatever its state.
+    async fn family_of(&self, token_hash: &str) -> Result<Option<Family>, StoreError>;
+
+    /// The session `sid`.
+    async fn family(&self, sid: &str) -> Result<Option<Family>, StoreError>;
+
+    /// Revoke session `sid`; access tokens of it are refused until `until`.
+    async fn revoke_family(&self, sid: &str, until: u64) -> Result<bool, StoreError>;
+
+    /// Revoke every session of `user`; returns their ids.
+    async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError>;
+
+    /// Refuse access token `jti` until `until`.
+    async fn revoke_jti(&self, jti: &str, until: u64) -> Result<(), StoreError>;
+
+    /// Every revocation still in force at `now` (to fill the in-memory view).
+    async fn revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Forget sessions and revocations that ended before `now`.
+    async fn prune(&self, now: u64) -> Result<(), StoreError>;
 }
 
 pub type SharedStore = Arc<dyn TokenStore>;

@@ -1,0 +1,269 @@
+//! Sessions: login creates a refresh family, refresh rotates it (SPEC section 5), logout and
+//! logout-all revoke. Refresh tokens are opaque 256-bit values; only their SHA-256 is stored.
+//! A successor is HMAC-SHA256(store key, presented token), so every racer inside the grace
+//! window derives the very same successor and no second branch of a family can exist.
+
+use super::users::{User, UserDirectory};
+use crate::config::{Config, OnReuse};
+use crate::store::{
+    Family, RevocationKind, RotateOutcome, RotationPolicy, SharedStore, StoreError,
+};
+use crate::tokens::access::{random_id, IssuedAccess, Subject, TokenService, Verified};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Hex SHA-256 of a refresh token: the only form that is stored.
+pub fn token_hash(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A new pair of credentials.
+pub struct Issued {
+    pub access: IssuedAccess,
+    pub refresh: String,
+    pub family: Family,
+    pub user: Arc<User>,
+}
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("refresh token invalid, expired or revoked")]
+    Invalid,
+    #[error("refresh token reused")]
+    Reused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot issue: {0}")]
+    Issue(String),
+}
+
+pub struct Sessions {
+    pub store: SharedStore,
+    pub tokens: Arc<TokenService>,
+    pub users: Arc<UserDirectory>,
+    key: [u8; 32],
+    policy: RotationPolicy,
+    refresh_ttl: u64,
+    session_max: u64,
+    leeway: u64,
+}
+
+impl Sessions {
+    pub async fn new(
+        config: &Config,
+        store: SharedStore,
+        tokens: Arc<TokenService>,
+        users: Arc<UserDirectory>,
+    ) -> Result<Self, StoreError> {
+        let key = store.secret().await?;
+        let t = &config.tokens;
+        Ok(Sessions {
+            key,
+            policy: RotationPolicy {
+                refresh_ttl: t.refresh_ttl.as_secs(),
+                reuse_grace: t.reuse_grace.as_secs(),
+                revoke_user_on_reuse: t.on_reuse == OnReuse::RevokeUser,
+                revocation_ttl: t.access_ttl.as_secs() + t.leeway.as_secs() + 1,
+            },
+            refresh_ttl: t.refresh_ttl.as_secs(),
+            session_max: t.session_max_lifetime.as_secs(),
+            leeway: t.leeway.as_secs(),
+            store,
+            tokens,
+            users,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.tokens.clock.now()
+    }
+
+    fn successor(&self, presented: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(presented.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn issue_access(&self, user: &User, sid: &str) -> Result<IssuedAccess, String> {
+        self.tokens.issue(
+            &Subject {
+                sub: &user.id,
+                email: &user.email,
+                roles: &user.roles,
+            },
+            sid,
+        )
+    }
+
+    /// Seconds the refresh cookie should live for `family`.
+    pub fn refresh_max_age(&self, family: &Family) -> u64 {
+        family.expires_at().saturating_sub(self.now())
+    }
+
+    /// A new session for `user` (after a successful login).
+    pub async fn login(&self, user: Arc<User>) -> Result<Issued, RefreshError> {
+        let now = self.now();
+        let refresh = random_id(32);
+        let family = Family {
+            sid: random_id(16),
+            user: user.id.clone(),
+            created: now,
+            max_exp: now + self.session_max,
+            idle_exp: now + self.refresh_ttl.min(self.session_max),
+            current: token_hash(&refresh),
+            previous: None,
+            rotated_at: now,
+            revoked: false,
+        };
+        self.store.create_family(&family).await?;
+        let access = self
+            .issue_access(&user, &family.sid)
+            .map_err(RefreshError::Issue)?;
+        Ok(Issued {
+            access,
+            refresh,
+            family,
+            user,
+        })
+    }
+
+    /// Rotate `presented` (SPEC section 5). Durable before this returns.
+    pub async fn refresh(&self, presented: &str) -> Result<Issued, RefreshError> {
+        if presented.is_empty() || presented.len() > 256 {
+            return Err(RefreshError::Invalid);
+        }
+        let now = self.now();
+        let successor = self.successor(presented);
+        let outcome = self
+            .store
+            .rotate(
+                &token_hash(presented),
+                &token_hash(&successor),
+                now,
+                &self.policy,
+            )
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated { family, replay } => {
+                let user = match self.users.by_id(&family.user) {
+                    Some(u) if !u.disabled => u,
+                    _ => {
+                        // The account is gone or disabled: end the session too.
+                        self.revoke_family(&family.sid).await?;
+                        return Err(RefreshError::Invalid);
+                    }
+                };
+                if replay {
+                    tracing::info!(target: "portcullis::audit", event = "refresh_grace_replay", sid = %family.sid, user = %family.user);
+                }
+                let access = self
+                    .issue_access(&user, &family.sid)
+                    .map_err(RefreshError::Issue)?;
+                Ok(Issued {
+                    access,
+                    refresh: successor,
+                    family,
+                    user,
+                })
+            }
+            RotateOutcome::Reused { user, revoked_sids } => {
+                let until = now + self.policy.revocation_ttl;
+                for sid in &revoked_sids {
+                    self.tokens.revocations.revoke_sid(sid, until);
+                }
+                tracing::warn!(
+                    target: "portcullis::audit",
+                    event = "refresh_token_reused",
+                    user = %user,
+                    revoked_sessions = revoked_sids.len(),
+                    sids = ?revoked_sids,
+                );
+                Err(RefreshError::Reused)
+            }
+            RotateOutcome::Invalid => Err(RefreshError::Invalid),
+        }
+    }
+
+    /// End session `sid` (its access tokens stop working at once).
+    pub async fn revoke_family(&self, sid: &str) -> Result<(), StoreError> {
+        let until = self.now() + self.policy.revocation_ttl;
+        self.store.revoke_family(sid, until).await?;
+        self.tokens.revocations.revoke_sid(sid, until);
+        tracing::info!(target: "portcullis::audit", event = "session_revoked", sid = %sid);
+        Ok(())
+    }
+
+    /// Logout: the access token (even expired) and the refresh family, by whichever is known.
+    pub async fn logout(
+        &self,
+        access: Option<&Verified>,
+        refresh: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(v) = access {
+            let until = v.exp + self.leeway + 1;
+            self.store.revoke_jti(&v.jti, until).await?;
+            self.tokens.revocations.revoke_jti(&v.jti, until);
+            if !v.sid.is_empty() {
+                self.revoke_family(&v.sid).await?;
+            }
+        }
+        if let Some(r) = refresh {
+            if let Some(f) = self.store.family_of(&token_hash(r)).await? {
+                self.revoke_family(&f.sid).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every session of `user`.
+    pub async fn logout_all(&self, user: &str) -> Result<usize, StoreError> {
+        let until = self.now() + self.policy.revocation_ttl;
+        let sids = self.store.revoke_user(user, until).await?;
+        for sid in &sids {
+            self.tokens.revocations.revoke_sid(sid, until);
+        }
+        tracing::info!(target: "portcullis::audit", event = "all_sessions_revoked", user = %user, sessions = sids.len());
+        Ok(sids.len())
+    }
+
+    /// Fill the in-memory revocation view from the store (start-up).
+    pub async fn load_revocations(&self) -> Result<usize, StoreError> {
+        let revs = self.store.revocations(self.now()).await?;
+        for r in &revs {
+            match r.kind {
+                RevocationKind::Jti => self.tokens.revocations.revoke_jti(&r.id, r.until),
+                RevocationKind::Sid => self.tokens.revocations.revoke_sid(&r.id, r.until),
+            }
+        }
+        Ok(revs.len())
+    }
+}
+
+/// Background service: prune ended sessions and revocations once a minute.
+pub struct Pruner(pub Arc<Sessions>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Pruner {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = self.0.now();
+            self.0.tokens.revocations.prune(now);
+            if let Err(e) = self.0.store.prune(now).await {
+                tracing::warn!(target: "portcullis::store", error = %e, "prune failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The users file (SPEC section 2): ids, emails, argon2id PHC strings, roles, disabled.
+//! Reloaded when it changes; an invalid new version keeps the last good one and logs an error.
+
+use crate::secret::Secret;
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersWire {
+    #[serde(default)]
+    users: BTreeMap<String, UserWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserWire {
+    email: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// One account.
+#[derive(Debug)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password_hash: Secret<String>,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+}
+
+/// A parsed users file.
+#[derive(Default)]
+pub struct Users {
+    by_email: HashMap<String, Arc<User>>,
+    by_id: HashMap<String, Arc<User>>,
+}
+
+/// Parse users-file text; errors name the file and the key (`users.alice.password`).
+pub fn parse(text: &str, file: &Path) -> Result<Users, String> {
+    let f = file.display();
+    let de = serde_yaml::Deserializer::from_str(text);
+    let wire: UsersWire = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        format!("{f}: {path}: {msg}")
+    })?;
+    let mut users = Users::default();
+    for (id, u) in wire.users {
+        let key = format!("users.{id}");
+        if id.trim().is_empty() {
+            return Err(format!("{f}: users: a user id must not be empty"));
+        }
+        match argon2::PasswordHash::new(&u.password) {
+            Ok(h) if h.algorithm.as_str() == "argon2id" => {}
+            _ => {
+                return Err(format!(
+                    "{f}: {key}.password: not an argon2id PHC string (create one with `portcullis hash-password`)"
+                ))
+            }
+        }
+        let email = u.email.trim().to_ascii_lowercase();
+        if !email.contains('@') {
+            return Err(format!("{f}: {key}.email: not an email address"));
+        }
+        let user = Arc::new(User {
+            id: id.clone(),
+            email: email.clone(),
+            password_hash: Secret::new(u.password),
+            roles: u.roles,
+            disabled: u.disabled,
+        });
+        if users.by_email.insert(email.clone(), user.clone()).is_some() {
+            return Err(format!("{f}: {key}.email: {email} belongs to two users"));
+        }
+        users.by_id.insert(id, user);
+    }
+    Ok(users)
+}
+
+/// The live user directory.
+pub struct UserDirectory {
+    path: PathBuf,
+    current: ArcSwap<Users>,
+    seen: Mutex<Option<SystemTime>>,
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl UserDirectory {
+    /// Load the file. A missing file is an error only when `required`.
+    pub fn load(path: &Path, required: bool) -> Result<Self, String> {
+        let users = match std::fs::read_to_string(path) {
+            Ok(text) => parse(&text, path)?,
+            Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("users.file: cannot read {}: {e}", path.display()))
+            }
+            Err(_) => Users::default(),
+        };
+        Ok(UserDirectory {
+            path: path.to_path_buf(),
+            current: ArcSwap::from_pointee(users),
+            seen: Mutex::new(mtime(path)),
+        })
+    }
+
+    pub fn by_email(&self, email: &str) -> Option<Arc<User>> {
+        self.current
+            .load()
+            .by_email
+            .get(&email.trim().to_ascii_lowercase())
+            .cloned()
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<Arc<User>> {
+        self.current.load().by_id.get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.load().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reload when the file's modification time changed. Returns whether a new version was
+    /// taken; an invalid one is logged and the last good version stays.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = mtime(&self.path);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+        }
+        match std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+            .and_then(|t| parse(&t, &self.path))
+        {
+            Ok(users) => {
+                tracing::info!(target: "portcullis::users", users = users.by_id.len(), "users file reloaded");
+                self.current.store(Arc::new(users));
+                true
+            }
+            Err(e) => {
+                tracing::error!(target: "portcullis::users", error = %e, "users file invalid; keeping the last good version");
+                false
+            }
+        }
+    }
+}
+
+/// Background service: poll the users file once a second.
+pub struct UsersReloader(pub Arc<UserDirectory>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for UsersReloader {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            let dir = self.0.clone();
+            let _ = tokio::task::spawn_blocking(move || dir.reload_if_changed()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    #[test]
+    fn parses_and_names_bad_keys() {
+        let ok = format!("users:\n  alice: {{ email: Alice@Example.com, password: \"{HASH}\", roles: [admin] }}\n");
+        let u = parse(&ok, Path::new("u.yaml")).unwrap();
+        assert_eq!(u.by_email["alice@example.com"].roles, vec!["admin"]);
+        let e = parse(
+            "users:\n  bob: { email: b@x, password: plain }\n",
+            Path::new("u.yaml"),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.starts_with("u.yaml: users.bob.password: not an argon2id"),
+            "{e}"
+        );
+        let e = parse(
+            "users:\n  bob: { email: b@x, pasword: x }\n",
+            Path::new("u.yaml"),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("users.bob") && e.contains("pasword"), "{e}");
+    }
+
+    #[test]
+    fn invalid_reload_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.yaml");
+        std::fs::write(
+            &p,
+            format!("users:\n  alice: {{ email: a@x.test, password: \"{HASH}\" }}\n"),
+        )
+        .unwrap();
+        let d = UserDirectory::load(&p, true).unwrap();
+        std::fs::write(&p, "users: [not, a, map]\n").unwrap();
+        // Force a different mtime even on coarse file systems.
+        *d.seen.lock().unwrap() = None;
+        assert!(!d.reload_if_changed());
+        assert!(d.by_email("a@x.test").is_some());
+        std::fs::write(
+            &p,
+            format!("users:\n  bob: {{ email: b@x.test, password: \"{HASH}\" }}\n"),
+        )
+        .unwrap();
+        *d.seen.lock().unwrap() = None;
+        assert!(d.reload_if_changed());
+        assert!(d.by_email("a@x.test").is_none() && d.by_id("bob").is_some());
+    }
+}

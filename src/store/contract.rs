@@ -1,0 +1,249 @@
+//! The contract every `TokenStore` backend passes: run against sled in unit tests and against
+//! a real redis-server in the integration tests. Times are explicit, so nothing sleeps.
+
+use super::*;
+
+const T0: u64 = 1_800_000_000;
+
+fn policy(revoke_user: bool) -> RotationPolicy {
+    RotationPolicy {
+        refresh_ttl: 100,
+        reuse_grace: 10,
+        revoke_user_on_reuse: revoke_user,
+        revocation_ttl: 60,
+    }
+}
+
+fn family(sid: &str, user: &str, token: &str) -> Family {
+    Family {
+        sid: sid.into(),
+        user: user.into(),
+        created: T0,
+        max_exp: T0 + 1000,
+        idle_exp: T0 + 100,
+        current: token.into(),
+        previous: None,
+        rotated_at: T0,
+        revoked: false,
+    }
+}
+
+/// A unique prefix so several runs can share one backend.
+fn ids(tag: &str) -> impl Fn(&str) -> String + '_ {
+    move |s: &str| format!("{tag}-{s}")
+}
+
+async fn rotated(
+    store: &dyn TokenStore,
+    from: &str,
+    to: &str,
+    now: u64,
+    p: &RotationPolicy,
+) -> (Family, bool) {
+    match store.rotate(from, to, now, p).await.unwrap() {
+        RotateOutcome::Rotated { family, replay } => (family, replay),
+        other => panic!("expected a rotation {from} -> {to}, got {other:?}"),
+    }
+}
+
+/// Run every contract case; `tag` keeps ids unique per run.
+pub async fn run(store: &dyn TokenStore, tag: &str) {
+    let id = ids(tag);
+    let p = policy(false);
+    store.ping().await.unwrap();
+    let k1 = store.secret().await.unwrap();
+    assert_eq!(
+        k1,
+        store.secret().await.unwrap(),
+        "the rotation key is stable"
+    );
+
+    // Rotation, grace replay, grandparent reuse.
+    store
+        .create_family(&family(&id("s1"), &id("u1"), &id("t0")))
+        .await
+        .unwrap();
+    let (f, replay) = rotated(store, &id("t0"), &id("t1"), T0 + 5, &p).await;
+    assert!(!replay);
+    assert_eq!(
+        (f.current.clone(), f.previous.clone()),
+        (id("t1"), Some(id("t0")))
+    );
+    assert_eq!(f.idle_exp, T0 + 105, "rotation extends the idle lifetime");
+    let (_, replay) = rotated(store, &id("t0"), &id("t1"), T0 + 14, &p).await;
+    assert!(
+        replay,
+        "the parent inside the grace window yields the same successor"
+    );
+    let (_, replay) = rotated(store, &id("t1"), &id("t2"), T0 + 15, &p).await;
+    assert!(!replay);
+    match store
+        .rotate(&id("t0"), &id("t1"), T0 + 16, &p)
+        .await
+        .unwrap()
+    {
+        RotateOutcome::Reused { revoked_sids, .. } => assert_eq!(revoked_sids, vec![id("s1")]),
+        other => panic!("grandparent inside the window is reuse, got {other:?}"),
+    }
+    assert!(store.family(&id("s1")).await.unwrap().unwrap().revoked);
+    assert_eq!(
+        store
+            .rotate(&id("t2"), &id("t3"), T0 + 17, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "the newest token of a reused family is dead"
+    );
+
+    // The parent after the grace window is reuse.
+    store
+        .create_family(&family(&id("s2"), &id("u2"), &id("a0")))
+        .await
+        .unwrap();
+    rotated(store, &id("a0"), &id("a1"), T0, &p).await;
+    assert!(matches!(
+        store
+            .rotate(&id("a0"), &id("a1"), T0 + 11, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused { .. }
+    ));
+    let revs = store.revocations(T0 + 11).await.unwrap();
+    assert!(revs
+        .iter()
+        .any(|r| r.kind == RevocationKind::Sid && r.id == id("s2") && r.until == T0 + 71));
+
+    // Unknown, idle-expired and absolutely expired tokens.
+    assert_eq!(
+        store.rotate(&id("nope"), &id("x"), T0, &p).await.unwrap(),
+        RotateOutcome::Invalid
+    );
+    store
+        .create_family(&family(&id("s3"), &id("u3"), &id("b0")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate(&id("b0"), &id("b1"), T0 + 100, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid,
+        "idle expiry"
+    );
+    let mut short = family(&id("s4"), &id("u3"), &id("c0"));
+    short.max_exp = T0 + 50;
+    store.create_family(&short).await.unwrap();
+    let (f, _) = rotated(store, &id("c0"), &id("c1"), T0 + 40, &p).await;
+    assert_eq!(f.idle_exp, T0 + 50, "never past the absolute lifetime");
+    assert_eq!(
+        store
+            .rotate(&id("c1"), &id("c2"), T0 + 50, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+
+    // on_reuse: revoke_user takes every session of the user.
+    let pu = policy(true);
+    store
+        .create_family(&family(&id("s5"), &id("u5"), &id("d0")))
+        .await
+        .unwrap();
+    store
+        .create_family(&family(&id("s6"), &id("u5"), &id("e0")))
+        .await
+        .unwrap();
+    rotated(store, &id("d0"), &id("d1"), T0, &pu).await;
+    match store
+        .rotate(&id("d0"), &id("d1"), T0 + 30, &pu)
+        .await
+        .unwrap()
+    {
+        RotateOutcome::Reused {
+            mut revoked_sids,
+            user,
+        } => {
+            revoked_sids.sort();
+            assert_eq!(revoked_sids, vec![id("s5"), id("s6")]);
+            assert_eq!(user, id("u5"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .rotate(&id("e0"), &id("e1"), T0 + 31, &pu)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+
+    // Explicit revocations.
+    store
+        .create_family(&family(&id("s7"), &id("u7"), &id("f0")))
+        .await
+        .unwrap();
+    store
+        .create_family(&family(&id("s8"), &id("u7"), &id("g0")))
+        .await
+        .unwrap();
+    assert!(store.revoke_family(&id("s7"), T0 + 60).await.unwrap());
+    assert!(
+        !store.revoke_family(&id("s7"), T0 + 60).await.unwrap(),
+        "idempotent"
+    );
+    assert_eq!(
+        store
+            .rotate(&id("f0"), &id("f1"), T0 + 1, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    let mut sids = store.revoke_user(&id("u7"), T0 + 60).await.unwrap();
+    sids.sort();
+    assert_eq!(sids, vec![id("s7"), id("s8")]);
+    store.revoke_jti(&id("j1"), T0 + 30).await.unwrap();
+    let revs = store.revocations(T0 + 20).await.unwrap();
+    assert!(revs
+        .iter()
+        .any(|r| r.kind == RevocationKind::Jti && r.id == id("j1")));
+    assert!(store.family_of(&id("g0")).await.unwrap().unwrap().revoked);
+
+    // Prune forgets what has ended.
+    store.prune(T0 + 2000).await.unwrap();
+    assert!(store.family(&id("s1")).await.unwrap().is_none());
+    assert!(store
+        .revocations(T0 + 2000)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| !r.id.starts_with(tag)));
+}
+
+/// 50 concurrent rotations of one token: exactly one successor, every caller sees it.
+pub async fn concurrent_rotation(store: Arc<dyn TokenStore>, tag: &str) {
+    let p = policy(false);
+    let sid = format!("{tag}-cs");
+    store
+        .create_family(&family(&sid, &format!("{tag}-cu"), &format!("{tag}-p")))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let s = store.clone();
+        let (from, to) = (format!("{tag}-p"), format!("{tag}-n"));
+        tasks.push(tokio::spawn(async move {
+            s.rotate(&from, &to, T0 + 1, &p).await.unwrap()
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RotateOutcome::Rotated { family, replay } => {
+                assert_eq!(family.current, format!("{tag}-n"));
+                fresh += usize::from(!replay);
+            }
+            other => panic!("a racer was refused: {other:?}"),
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one rotation happened");
+}
