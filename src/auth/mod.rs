@@ -29,6 +29,8 @@ pub enum Failure {
     TokenRevoked,
     /// Authenticated but lacking a required role.
     Forbidden,
+    /// A cookie-authenticated unsafe request from another site.
+    Csrf,
 }
 
 impl Failure {
@@ -39,6 +41,7 @@ impl Failure {
             Failure::InvalidToken => "invalid_token",
             Failure::TokenRevoked => "token_revoked",
             Failure::Forbidden => "forbidden",
+            Failure::Csrf => "csrf",
         }
     }
 
@@ -49,6 +52,7 @@ impl Failure {
             Failure::InvalidToken => "the access token is invalid",
             Failure::TokenRevoked => "the access token has been revoked",
             Failure::Forbidden => "you do not have access to this resource",
+            Failure::Csrf => "cross-site request refused",
         }
     }
 
@@ -143,24 +147,93 @@ pub fn failure_for(e: VerifyError) -> Failure {
     }
 }
 
-/// Decide whether `req` may pass `route`.
-pub async fn authenticate(state: &AppState, req: &RequestHeader, route: &Route) -> Decision {
-    if route.auth == AuthMode::Public {
-        return Decision::Allow(None);
+/// Unsafe methods: the ones CSRF protection applies to.
+pub fn is_unsafe(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+    )
+}
+
+/// A cookie-authenticated unsafe request sent by another site: `Sec-Fetch-Site: cross-site`,
+/// or, without Fetch Metadata, an `Origin` other than `public_url`.
+pub fn is_cross_site(req: &RequestHeader, public_url: &str) -> bool {
+    if !is_unsafe(&req.method) {
+        return false;
     }
-    let token = match credential(req, &state.config.cookies.access_name) {
-        Credential::None => return Decision::Deny(Failure::TokenRequired),
-        Credential::Ambiguous => return Decision::Deny(Failure::InvalidToken),
-        Credential::Bearer(t) | Credential::Cookie(t) => t,
-    };
-    match state.tokens.verify(token).await {
-        Ok(identity) => {
-            if !route.roles.is_empty() && !route.roles.iter().any(|r| identity.roles.contains(r)) {
-                return Decision::Deny(Failure::Forbidden);
+    if let Some(site) = req.headers.get("sec-fetch-site") {
+        return site.as_bytes().eq_ignore_ascii_case(b"cross-site");
+    }
+    req.headers
+        .get(http::header::ORIGIN)
+        .is_some_and(|o| !o.as_bytes().eq_ignore_ascii_case(public_url.as_bytes()))
+}
+
+fn admit(
+    state: &AppState,
+    req: &RequestHeader,
+    route: &Route,
+    identity: Identity,
+    by_cookie: bool,
+) -> Decision {
+    if !route.roles.is_empty() && !route.roles.iter().any(|r| identity.roles.contains(r)) {
+        return Decision::Deny(Failure::Forbidden);
+    }
+    if by_cookie && is_cross_site(req, &state.config.server.public_url) {
+        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", user = %identity.sub, method = %req.method, path = %req.uri.path());
+        return Decision::Deny(Failure::Csrf);
+    }
+    Decision::Allow(Some(identity))
+}
+
+/// Decide whether `req` may pass `route`. Returns the decision and cookies to set on the
+/// response (a transparent refresh's new cookies, or cleared ones after a failed refresh).
+pub async fn authenticate(
+    state: &AppState,
+    req: &RequestHeader,
+    route: &Route,
+) -> (Decision, Vec<http::HeaderValue>) {
+    if route.auth == AuthMode::Public {
+        return (Decision::Allow(None), Vec::new());
+    }
+    let c = &state.config.cookies;
+    let failure = match credential(req, &c.access_name) {
+        Credential::None => Failure::TokenRequired,
+        Credential::Ambiguous => Failure::InvalidToken,
+        Credential::Bearer(t) => {
+            return match state.tokens.verify(t).await {
+                Ok(identity) => (admit(state, req, route, identity, false), Vec::new()),
+                Err(e) => (Decision::Deny(failure_for(e)), Vec::new()),
             }
-            Decision::Allow(Some(identity))
         }
-        Err(e) => Decision::Deny(failure_for(e)),
+        Credential::Cookie(t) => match state.tokens.verify(t).await {
+            Ok(identity) => return (admit(state, req, route, identity, true), Vec::new()),
+            Err(e) => failure_for(e),
+        },
+    };
+    // Transparent refresh: legacy pages never see an expiry while the session lives.
+    let Some(Some(refresh)) = cookie_value(req, &c.refresh_name) else {
+        return (Decision::Deny(failure), Vec::new());
+    };
+    match state.sessions.refresh_shared(refresh).await {
+        Ok(issued) => {
+            let identity = Arc::new(Verified {
+                sub: issued.user.id.clone(),
+                email: issued.user.email.clone(),
+                roles: issued.user.roles.clone(),
+                sid: issued.family.sid.clone(),
+                jti: issued.access.jti.clone(),
+                exp: issued.access.exp,
+                iss: state.tokens.issuer().to_string(),
+            });
+            let csrf = cookie_value(req, &c.csrf_name)
+                .flatten()
+                .map(str::to_string)
+                .unwrap_or_else(|| crate::tokens::access::random_id(32));
+            let cookies = crate::routes::session_routes::session_cookies(state, &issued, &csrf);
+            (admit(state, req, route, identity, true), cookies)
+        }
+        Err(_) => (Decision::Deny(failure), cookies::clear_all(c)),
     }
 }
 

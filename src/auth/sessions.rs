@@ -33,6 +33,17 @@ pub struct Issued {
     pub user: Arc<User>,
 }
 
+/// One in-flight transparent refresh, shared by every request presenting the same token.
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<Issued>, SharedRefreshError>>>;
+
+/// A refresh outcome shared by every request of one single-flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedRefreshError {
+    Invalid,
+    Reused,
+    Unavailable,
+}
+
 /// Why a refresh failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
@@ -47,6 +58,8 @@ pub enum RefreshError {
 }
 
 pub struct Sessions {
+    /// In-flight transparent refreshes by presented-token hash: one rotation per burst.
+    flights: moka::sync::Cache<String, Flight>,
     pub store: SharedStore,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserDirectory>,
@@ -67,6 +80,12 @@ impl Sessions {
         let key = store.secret().await?;
         let t = &config.tokens;
         Ok(Sessions {
+            flights: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(
+                    t.reuse_grace.as_secs().clamp(1, 10),
+                ))
+                .build(),
             key,
             policy: RotationPolicy {
                 refresh_ttl: t.refresh_ttl.as_secs(),
@@ -191,6 +210,27 @@ impl Sessions {
             }
             RotateOutcome::Invalid => Err(RefreshError::Invalid),
         }
+    }
+
+    /// [`Sessions::refresh`], once per burst: parallel requests of one page presenting the same
+    /// refresh token share a single rotation and its result.
+    pub async fn refresh_shared(&self, presented: &str) -> Result<Arc<Issued>, SharedRefreshError> {
+        let cell = self.flights.get_with(token_hash(presented), || {
+            Arc::new(tokio::sync::OnceCell::new())
+        });
+        cell.get_or_init(|| async {
+            match self.refresh(presented).await {
+                Ok(issued) => {
+                    tracing::info!(target: "portcullis::audit", event = "transparent_refresh", sid = %issued.family.sid, user = %issued.user.id);
+                    Ok(Arc::new(issued))
+                }
+                Err(RefreshError::Reused) => Err(SharedRefreshError::Reused),
+                Err(RefreshError::Invalid) => Err(SharedRefreshError::Invalid),
+                Err(_) => Err(SharedRefreshError::Unavailable),
+            }
+        })
+        .await
+        .clone()
     }
 
     /// End session `sid` (its access tokens stop working at once).

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod routing;
 pub mod security_headers;
 pub mod upstreams;
+pub mod websocket;
 
 use crate::auth::{self, Decision, Failure, Identity};
 use crate::config::Config;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub passwords: crate::auth::password::PasswordService,
     pub limiter: crate::auth::ratelimit::RateLimiter,
     pub sessions: Arc<crate::auth::sessions::Sessions>,
+    /// Open WebSockets, closed when their session is revoked.
+    pub websockets: Arc<websocket::WsRegistry>,
     pub protected: identity::Protected,
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
@@ -58,6 +61,8 @@ impl AppState {
             .window
             .max(rl.login_per_account.window)
             .max(rl.refresh_per_ip.window);
+        let websockets = Arc::new(websocket::WsRegistry::default());
+        sessions.tokens.revocations.set_listener(websockets.clone());
         let route_labels = config
             .routes
             .iter()
@@ -76,6 +81,7 @@ impl AppState {
             passwords: crate::auth::password::PasswordService::new(),
             limiter: crate::auth::ratelimit::RateLimiter::new(longest),
             sessions,
+            websockets,
             config,
         }
     }
@@ -137,6 +143,9 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// `Set-Cookie` values to add to whatever response goes out (transparent refresh).
     pub set_cookies: Vec<HeaderValue>,
+    /// An accepted `Upgrade: websocket` request, and its registration once connected.
+    pub websocket: bool,
+    pub ws_id: Option<u64>,
 }
 
 /// The proxy itself.
@@ -169,7 +178,7 @@ pub fn login_url(path_and_query: &str) -> String {
 pub fn failure_response(failure: Failure, req: &RequestHeader) -> LocalResponse {
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let login = login_url(pq);
-    if failure == Failure::Forbidden {
+    if failure == Failure::Forbidden || failure == Failure::Csrf {
         return LocalResponse::error(403, failure.code(), failure.message());
     }
     if auth::is_navigation(req) {
@@ -282,13 +291,48 @@ impl Gateway {
             };
             session.req_header_mut().set_raw_path(new.as_bytes())?;
         }
-        match auth::authenticate(s, session.req_header(), &cfg.routes[index]).await {
+        // Upgrades: only WebSocket (an h2c upgrade could smuggle requests past this proxy).
+        if let Some(upgrade) = session.req_header().headers.get(http::header::UPGRADE) {
+            if !upgrade.as_bytes().eq_ignore_ascii_case(b"websocket") {
+                let r =
+                    LocalResponse::error(400, "bad_request", "only WebSocket upgrades are allowed");
+                return send(session, ctx, s, r).await;
+            }
+            ctx.websocket = true;
+        }
+        let (decision, cookies) =
+            auth::authenticate(s, session.req_header(), &cfg.routes[index]).await;
+        ctx.set_cookies = cookies;
+        match decision {
             Decision::Allow(identity) => {
+                if ctx.websocket {
+                    let origin = session.req_header().headers.get(http::header::ORIGIN);
+                    let same = origin.is_some_and(|o| {
+                        o.as_bytes()
+                            .eq_ignore_ascii_case(cfg.server.public_url.as_bytes())
+                    });
+                    if !same {
+                        tracing::warn!(target: "portcullis::audit", event = "websocket_origin_refused", request_id = %ctx.id, origin = ?origin);
+                        let r = LocalResponse::error(
+                            403,
+                            "forbidden_origin",
+                            "WebSocket connections must come from this site",
+                        );
+                        return send(session, ctx, s, r).await;
+                    }
+                }
                 if identity.is_some() && cfg.identity_headers.forward_access_token {
-                    ctx.access_token =
-                        auth::credential(session.req_header(), &cfg.cookies.access_name)
+                    // After a transparent refresh the fresh token is in the first new cookie.
+                    ctx.access_token = match ctx.set_cookies.first() {
+                        Some(fresh) => fresh
+                            .to_str()
+                            .ok()
+                            .and_then(|v| cookie::Cookie::parse(v).ok())
+                            .map(|c| c.value().to_string()),
+                        None => auth::credential(session.req_header(), &cfg.cookies.access_name)
                             .token()
-                            .map(str::to_string);
+                            .map(str::to_string),
+                    };
                 }
                 ctx.identity = identity;
                 Ok(false)
@@ -320,6 +364,8 @@ impl ProxyHttp for Gateway {
             local_status: None,
             upstream_started: None,
             set_cookies: Vec::new(),
+            websocket: false,
+            ws_id: None,
         }
     }
 
@@ -406,6 +452,23 @@ impl ProxyHttp for Gateway {
         let c = &cfg.cookies;
         identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);
         ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if ctx.websocket {
+            if let Some(id) = &ctx.identity {
+                ctx.ws_id = self.state.websockets.register(&id.sid, &id.jti, fd);
+            }
+        }
         Ok(())
     }
 
@@ -508,6 +571,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let s = &self.state;
+        if let Some(id) = ctx.ws_id.take() {
+            s.websockets.unregister(id);
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

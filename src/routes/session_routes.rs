@@ -89,7 +89,7 @@ fn with_cookies(mut r: LocalResponse, cookies: Vec<HeaderValue>) -> LocalRespons
 }
 
 /// Cookies for a freshly issued pair (access, refresh, and the CSRF cookie).
-fn session_cookies(state: &AppState, issued: &Issued, csrf: &str) -> Vec<HeaderValue> {
+pub fn session_cookies(state: &AppState, issued: &Issued, csrf: &str) -> Vec<HeaderValue> {
     let c = &state.config.cookies;
     let refresh_age = state.sessions.refresh_max_age(&issued.family);
     vec![

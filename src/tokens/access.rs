@@ -199,6 +199,10 @@ impl TokenService {
         self.access_ttl
     }
 
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// Sign a new access token for `who` in session `sid`.
     pub fn issue(&self, who: &Subject<'_>, sid: &str) -> Result<IssuedAccess, String> {
         let signer = self

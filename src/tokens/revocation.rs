@@ -4,13 +4,20 @@
 //! leeway); the store is the durable copy and refills this view at start.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
+
+/// Told about every revocation as it enters the view (open WebSockets of the session close).
+pub trait RevocationListener: Send + Sync {
+    fn revoked_jti(&self, jti: &str);
+    fn revoked_sid(&self, sid: &str);
+}
 
 /// Revoked `jti`s and `sid`s with the unix time until which each must be refused.
 #[derive(Default)]
 pub struct RevocationView {
     jtis: RwLock<HashMap<String, u64>>,
     sids: RwLock<HashMap<String, u64>>,
+    listener: OnceLock<Arc<dyn RevocationListener>>,
 }
 
 impl RevocationView {
@@ -18,12 +25,23 @@ impl RevocationView {
         Self::default()
     }
 
+    /// Install the listener (once, at start-up).
+    pub fn set_listener(&self, listener: Arc<dyn RevocationListener>) {
+        let _ = self.listener.set(listener);
+    }
+
     pub fn revoke_jti(&self, jti: &str, until: u64) {
         Self::put(&self.jtis, jti, until);
+        if let Some(l) = self.listener.get() {
+            l.revoked_jti(jti);
+        }
     }
 
     pub fn revoke_sid(&self, sid: &str, until: u64) {
         Self::put(&self.sids, sid, until);
+        if let Some(l) = self.listener.get() {
+            l.revoked_sid(sid);
+        }
     }
 
     fn put(map: &RwLock<HashMap<String, u64>>, key: &str, until: u64) {

@@ -44,14 +44,137 @@ impl Recorded {
     }
 }
 
-/// A real HTTP server (tiny_http) that records every request and answers
-/// `200 upstream:<port> <url>` with headers a legacy app would send (`Server`,
-/// `X-Powered-By`, `X-Frame-Options: DENY`). `/slow?ms=N` answers after N ms.
+/// A minimal real HTTP/1.1 server for tests: a thread per connection, keep-alive, request
+/// heads parsed with httparse, `Content-Length` bodies. `handler` maps a request to
+/// (status, headers, body).
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub type Handler = Arc<dyn Fn(&Recorded) -> (u16, Vec<(String, String)>, String) + Send + Sync>;
+
+impl HttpServer {
+    pub fn start(addr: SocketAddr, handler: Handler) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (st, cs) = (stop.clone(), conns.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        if let Ok(c) = stream.try_clone() {
+                            cs.lock().unwrap().push(c);
+                        }
+                        let h = handler.clone();
+                        std::thread::spawn(move || serve_conn(stream, h));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(HttpServer {
+            addr,
+            stop,
+            conns,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop listening and drop every open connection.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_conn(mut stream: TcpStream, handler: Handler) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        // Read a request head.
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(
+            req.parse(&buf[..head_end]),
+            Ok(httparse::Status::Complete(_))
+        ) {
+            return;
+        }
+        let rec = Recorded {
+            method: req.method.unwrap_or("").to_string(),
+            url: req.path.unwrap_or("").to_string(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+        };
+        let len: usize = rec
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + len);
+        let close = rec
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        let (status, headers, body) = handler(&rec);
+        let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        if stream.write_all(out.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// A real HTTP server that records every request and answers `200 upstream:<port> <url>`
+/// with headers a legacy app would send (`Server`, `X-Powered-By`, `X-Frame-Options: DENY`).
+/// `/slow?ms=N` answers after N ms; `.../set-cookie/NAME` sets cookie NAME and an app cookie.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub recorded: Arc<Mutex<Vec<Recorded>>>,
-    server: Option<Arc<tiny_http::Server>>,
-    thread: Option<JoinHandle<()>>,
+    server: Option<HttpServer>,
 }
 
 impl Upstream {
@@ -60,10 +183,34 @@ impl Upstream {
     }
 
     pub fn start_on(addr: SocketAddr) -> Self {
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let rec = recorded.clone();
+        let port = Arc::new(std::sync::atomic::AtomicU16::new(addr.port()));
+        let p = port.clone();
+        let handler: Handler = Arc::new(move |r: &Recorded| {
+            rec.lock().unwrap().push(r.clone());
+            if let Some(ms) = r.url.strip_prefix("/slow?ms=") {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
+            }
+            let mut headers: Vec<(String, String)> = [
+                ("Server", "legacy-upstream/1.0"),
+                ("X-Powered-By", "PHP/5.4"),
+                ("X-Frame-Options", "DENY"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            if let Some((_, name)) = r.url.split_once("/set-cookie/") {
+                headers.push(("Set-Cookie".into(), format!("{name}=from-upstream; Path=/")));
+                headers.push(("Set-Cookie".into(), "app_session=kept; Path=/".into()));
+            }
+            let port = p.load(std::sync::atomic::Ordering::SeqCst);
+            (200, headers, format!("upstream:{port} {}", r.url))
+        });
         let deadline = Instant::now() + Duration::from_secs(5);
         let server = loop {
-            match tiny_http::Server::http(addr) {
-                Ok(s) => break Arc::new(s),
+            match HttpServer::start(addr, handler.clone()) {
+                Ok(s) => break s,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(50));
@@ -71,20 +218,11 @@ impl Upstream {
                 Err(e) => panic!("upstream cannot listen on {addr}: {e}"),
             }
         };
-        let addr = server.server_addr().to_ip().expect("ip listener");
-        let recorded = Arc::new(Mutex::new(Vec::new()));
-        let (srv, rec) = (server.clone(), recorded.clone());
-        let thread = std::thread::spawn(move || {
-            for request in srv.incoming_requests() {
-                let rec = rec.clone();
-                std::thread::spawn(move || answer(request, addr, rec));
-            }
-        });
+        port.store(server.addr.port(), std::sync::atomic::Ordering::SeqCst);
         Upstream {
-            addr,
+            addr: server.addr,
             recorded,
             server: Some(server),
-            thread: Some(thread),
         }
     }
 
@@ -96,59 +234,12 @@ impl Upstream {
         self.recorded.lock().unwrap().len()
     }
 
-    /// Stop listening; the port is free again afterwards.
+    /// Stop listening and close every connection; the port is free again afterwards.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.unblock();
-            drop(server);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(mut s) = self.server.take() {
+            s.stop();
         }
     }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn answer(mut request: tiny_http::Request, addr: SocketAddr, rec: Arc<Mutex<Vec<Recorded>>>) {
-    let url = request.url().to_string();
-    let headers = request
-        .headers()
-        .iter()
-        .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
-        .collect();
-    let mut body = String::new();
-    let _ = request.as_reader().read_to_string(&mut body);
-    rec.lock().unwrap().push(Recorded {
-        method: request.method().as_str().to_string(),
-        url: url.clone(),
-        headers,
-    });
-    if let Some(ms) = url.strip_prefix("/slow?ms=") {
-        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
-    }
-    let mut response = tiny_http::Response::from_string(format!("upstream:{} {url}", addr.port()));
-    for (k, v) in [
-        ("Server", "legacy-upstream/1.0"),
-        ("X-Powered-By", "PHP/5.4"),
-        ("X-Frame-Options", "DENY"),
-    ] {
-        response.add_header(tiny_http::Header::from_bytes(k, v).unwrap());
-    }
-    if let Some(name) = url.strip_prefix("/set-cookie/") {
-        response.add_header(
-            tiny_http::Header::from_bytes("Set-Cookie", format!("{name}=from-upstream; Path=/"))
-                .unwrap(),
-        );
-        response.add_header(
-            tiny_http::Header::from_bytes("Set-Cookie", "app_session=kept; Path=/").unwrap(),
-        );
-    }
-    let _ = request.respond(response);
 }
 
 /// The config text for a test gateway: `{PORT}` and `{DIR}` replaced, and a `server:`,
@@ -459,33 +550,31 @@ pub fn run_cli(args: &[&str], dir: &Path) -> (i32, String, String) {
     )
 }
 
-/// A tiny HTTP server answering every request with the current `body` (JSON), counting hits.
+/// An HTTP server answering every request with the current `body` (JSON), counting hits.
 pub struct JsonServer {
     pub addr: SocketAddr,
     pub body: Arc<Mutex<String>>,
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
-    _server: Arc<tiny_http::Server>,
+    _server: HttpServer,
 }
 
 impl JsonServer {
     pub fn start(body: &str) -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let addr = server.server_addr().to_ip().unwrap();
         let body = Arc::new(Mutex::new(body.to_string()));
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (srv, b, h) = (server.clone(), body.clone(), hits.clone());
-        std::thread::spawn(move || {
-            for req in srv.incoming_requests() {
-                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let text = b.lock().unwrap().clone();
-                let resp = tiny_http::Response::from_string(text).with_header(
-                    tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
-                );
-                let _ = req.respond(resp);
-            }
+        let (b, h) = (body.clone(), hits.clone());
+        let handler: Handler = Arc::new(move |_r: &Recorded| {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let text = b.lock().unwrap().clone();
+            (
+                200,
+                vec![("Content-Type".into(), "application/json".into())],
+                text,
+            )
         });
+        let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), handler).unwrap();
         JsonServer {
-            addr,
+            addr: server.addr,
             body,
             hits,
             _server: server,

@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod cli;
 mod demo;
+mod protect;
 mod proxy;
 mod shutdown;
 mod tls;
