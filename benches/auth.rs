@@ -63,5 +63,68 @@ fn rotate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, argon2, rotate);
+/// The same rotation on Redis (one Lua script, acknowledged by the server): needs
+/// `redis-server` on PATH; the bench starts its own on a free loopback port.
+fn rotate_redis(c: &mut Criterion) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let Ok(mut child) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("redis-server not found: skipping the Redis rotation benchmark (apt-get install redis-server)");
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let url = portcullis::secret::Secret::new(format!("redis://127.0.0.1:{port}/0"));
+    let store = portcullis::store::redis::RedisStore::open(&url, Duration::from_secs(30)).unwrap();
+    let rt = portcullis::store::runtime();
+    let policy = RotationPolicy {
+        refresh_ttl: 3600,
+        reuse_grace: 10,
+        revoke_user_on_reuse: true,
+        revocation_ttl: 960,
+    };
+    let now = portcullis::clock::Clock::now(&portcullis::clock::SystemClock);
+    rt.block_on(store.create_family(&Family {
+        sid: "s".into(),
+        user: "u".into(),
+        created: now,
+        max_exp: now + 86400,
+        idle_exp: now + 3600,
+        current: "t0".into(),
+        previous: None,
+        rotated_at: now,
+        revoked: false,
+    }))
+    .unwrap();
+    let mut n = 0u64;
+    c.bench_function("redis_rotate_acknowledged", |b| {
+        b.iter(|| {
+            let (from, to) = (format!("t{n}"), format!("t{}", n + 1));
+            n += 1;
+            rt.block_on(store.rotate(&from, &to, now, &policy)).unwrap()
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+criterion_group!(benches, argon2, rotate, rotate_redis);
 criterion_main!(benches);

@@ -11,6 +11,7 @@ log() { printf '\n== %s\n' "$*"; }
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   SUDO=""

@@ -106,10 +106,9 @@ pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
             }
             Ok(Arc::new(SledStore::open(path, Duration::from_secs(10))?))
         }
-        StoreConfig::Redis { .. } => Err(StartError::Invalid(format!(
-            "{}: store.backend: redis is not available in this build yet",
-            config.source.display()
-        ))),
+        StoreConfig::Redis { url, max_staleness } => Ok(Arc::new(
+            crate::store::redis::RedisStore::open(url, *max_staleness)?,
+        )),
     }
 }
 
@@ -184,19 +183,20 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     if users.is_empty() {
         tracing::warn!(target: "portcullis::users", file = %config.users_file.display(), "no local users: /auth/login will refuse everyone");
     }
-    // Store calls before Pingora's runtimes exist run on a short-lived one.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Invalid(format!("cannot start a runtime: {e}")))?;
-    let sessions = rt.block_on(async {
-        let s = Sessions::new(&config, store, tokens, users.clone()).await?;
-        let n = s.load_revocations().await?;
+    // Store calls before Pingora's runtimes exist run on the store's own long-lived runtime.
+    let sessions = Arc::new(Sessions::new(
+        &config,
+        store.clone(),
+        tokens.clone(),
+        users.clone(),
+    ));
+    if store.backend() == "sled" {
+        let n = crate::store::runtime().block_on(sessions.load_revocations())?;
         tracing::info!(target: "portcullis::store", revocations = n, "revocations loaded");
-        Ok::<_, crate::store::StoreError>(s)
-    })?;
-    drop(rt);
-    let sessions = Arc::new(sessions);
+    }
+    // Shared backends load the view themselves, and again after every reconnect.
+    let view = tokens.revocations.clone();
+    crate::store::runtime().spawn(async move { store.watch_revocations(view).await });
     server.add_service(pingora::services::background::background_service(
         "users reload",
         UsersReloader(users),

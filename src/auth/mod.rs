@@ -31,6 +31,8 @@ pub enum Failure {
     Forbidden,
     /// A cookie-authenticated unsafe request from another site.
     Csrf,
+    /// The shared store has been unreachable too long to trust the revocation view.
+    Unavailable,
 }
 
 impl Failure {
@@ -42,6 +44,7 @@ impl Failure {
             Failure::TokenRevoked => "token_revoked",
             Failure::Forbidden => "forbidden",
             Failure::Csrf => "csrf",
+            Failure::Unavailable => "store_unavailable",
         }
     }
 
@@ -53,6 +56,7 @@ impl Failure {
             Failure::TokenRevoked => "the access token has been revoked",
             Failure::Forbidden => "you do not have access to this resource",
             Failure::Csrf => "cross-site request refused",
+            Failure::Unavailable => "authentication is temporarily unavailable",
         }
     }
 
@@ -195,6 +199,10 @@ pub async fn authenticate(
 ) -> (Decision, Vec<http::HeaderValue>) {
     if route.auth == AuthMode::Public {
         return (Decision::Allow(None), Vec::new());
+    }
+    if !state.store.revocations_fresh() {
+        // Fail closed: a revocation made elsewhere could be missing from the local view.
+        return (Decision::Deny(Failure::Unavailable), Vec::new());
     }
     let c = &state.config.cookies;
     let failure = match credential(req, &c.access_name) {

@@ -1,8 +1,10 @@
 //! Sliding-window counters: failed logins per client IP and per account, refreshes per IP.
 //! A key holds at most `count` timestamps and idles out with its window, so memory is bounded
-//! and a stranger cannot lock an account out for longer than one window.
+//! and a stranger cannot lock an account out for longer than one window. With a shared store
+//! (Redis) the windows live there, so every instance counts together.
 
 use crate::config::Rate;
+use crate::store::{StoreError, TokenStore};
 use moka::sync::Cache;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -52,6 +54,51 @@ impl RateLimiter {
         q.push_back(now);
         while q.len() > rate.count as usize {
             q.pop_front();
+        }
+    }
+
+    /// `Err(retry_after)` when over the limit, counted in `store` when it shares windows.
+    pub async fn check_shared(
+        &self,
+        store: &dyn TokenStore,
+        key: &str,
+        rate: Rate,
+        now: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match store.rate_limit(key, rate, now, false).await {
+            Some(r) => r,
+            None => Ok(self.check(key, rate, now)),
+        }
+    }
+
+    /// Record one event, in `store` when it shares windows.
+    pub async fn hit_shared(
+        &self,
+        store: &dyn TokenStore,
+        key: &str,
+        rate: Rate,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        match store.rate_limit(key, rate, now, true).await {
+            Some(r) => r.map(|_| ()),
+            None => {
+                self.hit(key, rate, now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Record an event and refuse it when over the limit, in `store` when it shares windows.
+    pub async fn hit_and_check_shared(
+        &self,
+        store: &dyn TokenStore,
+        key: &str,
+        rate: Rate,
+        now: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match store.rate_limit(key, rate, now, true).await {
+            Some(r) => r,
+            None => Ok(self.hit_and_check(key, rate, now)),
         }
     }
 

@@ -63,7 +63,8 @@ pub struct Sessions {
     pub store: SharedStore,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserDirectory>,
-    key: [u8; 32],
+    /// The store-held rotation key, fetched on first use (the store may be down at start).
+    key: tokio::sync::OnceCell<[u8; 32]>,
     policy: RotationPolicy,
     refresh_ttl: u64,
     session_max: u64,
@@ -71,22 +72,21 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub async fn new(
+    pub fn new(
         config: &Config,
         store: SharedStore,
         tokens: Arc<TokenService>,
         users: Arc<UserDirectory>,
-    ) -> Result<Self, StoreError> {
-        let key = store.secret().await?;
+    ) -> Self {
         let t = &config.tokens;
-        Ok(Sessions {
+        Sessions {
             flights: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(
                     t.reuse_grace.as_secs().clamp(1, 10),
                 ))
                 .build(),
-            key,
+            key: tokio::sync::OnceCell::new(),
             policy: RotationPolicy {
                 refresh_ttl: t.refresh_ttl.as_secs(),
                 reuse_grace: t.reuse_grace.as_secs(),
@@ -99,17 +99,18 @@ impl Sessions {
             store,
             tokens,
             users,
-        })
+        }
     }
 
     fn now(&self) -> u64 {
         self.tokens.clock.now()
     }
 
-    fn successor(&self, presented: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+    async fn successor(&self, presented: &str) -> Result<String, StoreError> {
+        let key = self.key.get_or_try_init(|| self.store.secret()).await?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
         mac.update(presented.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
     fn issue_access(&self, user: &User, sid: &str) -> Result<IssuedAccess, String> {
@@ -161,7 +162,7 @@ impl Sessions {
             return Err(RefreshError::Invalid);
         }
         let now = self.now();
-        let successor = self.successor(presented);
+        let successor = self.successor(presented).await?;
         let outcome = self
             .store
             .rotate(

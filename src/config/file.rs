@@ -122,6 +122,7 @@ pub struct StoreFile {
     pub backend: Option<String>,
     pub path: Option<String>,
     pub redis_url: Option<String>,
+    pub max_staleness: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

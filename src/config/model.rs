@@ -127,8 +127,15 @@ pub struct CookiesConfig {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sled { path: PathBuf },
-    Redis { url: Secret<String> },
+    Sled {
+        path: PathBuf,
+    },
+    Redis {
+        url: Secret<String>,
+        /// How long access tokens are still checked against the local revocation view while
+        /// Redis is unreachable; after that protected requests fail closed (503).
+        max_staleness: Duration,
+    },
 }
 
 /// `count` events per `window`.

@@ -150,6 +150,11 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
                     .clone()
                     .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
             ),
+            max_staleness: duration_or(
+                "store.max_staleness",
+                &file.store.max_staleness,
+                Duration::from_secs(30),
+            )?,
         },
         _ => StoreConfig::Sled {
             path: resolve_path(

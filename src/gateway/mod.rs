@@ -181,6 +181,9 @@ pub fn failure_response(failure: Failure, req: &RequestHeader) -> LocalResponse 
     if failure == Failure::Forbidden || failure == Failure::Csrf {
         return LocalResponse::error(403, failure.code(), failure.message());
     }
+    if failure == Failure::Unavailable {
+        return LocalResponse::error(503, failure.code(), failure.message());
+    }
     if auth::is_navigation(req) {
         let mut r = LocalResponse::new(302, "text/plain; charset=utf-8", "");
         if let Ok(v) = HeaderValue::from_str(&login) {

@@ -29,6 +29,7 @@ enum LoginFailure {
     RateLimited(u64),
     Busy,
     TooLong,
+    Store,
 }
 
 fn media_type(req: &RequestHeader) -> Option<String> {
@@ -119,14 +120,19 @@ async fn password_login(
     let limits = &state.config.rate_limits;
     let ip_key = format!("login_ip:{}", client_key(ctx));
     let account_key = format!("login_account:{}", email.trim().to_ascii_lowercase());
-    let limited = state
+    let store = state.store.as_ref();
+    let by_ip = state
         .limiter
-        .check(&ip_key, limits.login_per_ip, now)
-        .and_then(|_| {
-            state
-                .limiter
-                .check(&account_key, limits.login_per_account, now)
-        });
+        .check_shared(store, &ip_key, limits.login_per_ip, now)
+        .await;
+    let by_account = state
+        .limiter
+        .check_shared(store, &account_key, limits.login_per_account, now)
+        .await;
+    let limited = match (by_ip, by_account) {
+        (Ok(a), Ok(b)) => a.and(b),
+        _ => return Err(LoginFailure::Store),
+    };
     if let Err(retry) = limited {
         tracing::warn!(target: "portcullis::audit", event = "login_rate_limited", client_ip = %client_key(ctx), retry_after = retry);
         return Err(LoginFailure::RateLimited(retry));
@@ -140,15 +146,24 @@ async fn password_login(
         Check::Match => Ok(user.expect("a match needs a user")),
         Check::Busy => Err(LoginFailure::Busy),
         Check::NoMatch => {
-            state.limiter.hit(&ip_key, limits.login_per_ip, now);
-            state
-                .limiter
-                .hit(&account_key, limits.login_per_account, now);
+            let hits = async {
+                state
+                    .limiter
+                    .hit_shared(store, &ip_key, limits.login_per_ip, now)
+                    .await?;
+                state
+                    .limiter
+                    .hit_shared(store, &account_key, limits.login_per_account, now)
+                    .await
+            };
+            if hits.await.is_err() {
+                return Err(LoginFailure::Store);
+            }
             tracing::warn!(target: "portcullis::audit", event = "login_failed", client_ip = %client_key(ctx), known_user = user.is_some());
-            if state
+            if let Ok(Err(_)) = state
                 .limiter
-                .check(&account_key, limits.login_per_account, now)
-                .is_err()
+                .check_shared(store, &account_key, limits.login_per_account, now)
+                .await
             {
                 tracing::warn!(target: "portcullis::audit", event = "account_locked", user = user.as_ref().map(|u| u.id.as_str()).unwrap_or("(unknown)"), window_secs = limits.login_per_account.window.as_secs());
             }
@@ -248,6 +263,7 @@ async fn login_json(state: &AppState, ctx: &mut RequestCtx, body: &[u8]) -> Loca
         Err(LoginFailure::TooLong) => {
             return LocalResponse::error(400, "bad_request", "email or password too long")
         }
+        Err(LoginFailure::Store) => return store_down(),
     };
     let issued = match state.sessions.login(user).await {
         Ok(i) => i,
@@ -323,6 +339,16 @@ async fn login_form(
                 &email,
             )
         }
+        Err(LoginFailure::Store) => {
+            return page_response(
+                state,
+                req,
+                503,
+                &return_to,
+                Some("Sign-in is unavailable. Try again shortly."),
+                &email,
+            )
+        }
         Err(_) => {
             return page_response(
                 state,
@@ -373,12 +399,20 @@ pub async fn refresh(
         return LocalResponse::error(403, "csrf", "missing or wrong X-CSRF-Token header");
     }
     let now = state.tokens.clock.now();
-    if let Err(retry) = state.limiter.hit_and_check(
-        &format!("refresh_ip:{}", client_key(ctx)),
-        state.config.rate_limits.refresh_per_ip,
-        now,
-    ) {
-        return too_many(retry);
+    let key = format!("refresh_ip:{}", client_key(ctx));
+    match state
+        .limiter
+        .hit_and_check_shared(
+            state.store.as_ref(),
+            &key,
+            state.config.rate_limits.refresh_per_ip,
+            now,
+        )
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(retry)) => return too_many(retry),
+        Err(_) => return store_down(),
     }
     let result = match token {
         Some(t) => state.sessions.refresh(t).await,

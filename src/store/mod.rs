@@ -13,11 +13,28 @@
 //! so every racer inside the grace window computes the very same successor.
 
 pub mod contract;
+pub mod redis;
 pub mod sled;
 
+use crate::config::Rate;
+use crate::tokens::revocation::RevocationView;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// A long-lived runtime for store work outside Pingora's services: start-up calls and the
+/// connections' driver tasks (a temporary runtime would take them down with it).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-store")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
 
 /// Why a store call failed. Callers decide between "the store is down" (503, readiness) and
 /// everything else.
@@ -138,6 +155,30 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Forget sessions and revocations that ended before `now`.
     async fn prune(&self, now: u64) -> Result<(), StoreError>;
+
+    /// Keep `view` current with revocations made by other instances; runs until the process
+    /// ends. A single-process backend has nothing to watch.
+    async fn watch_revocations(&self, _view: Arc<RevocationView>) {
+        std::future::pending::<()>().await
+    }
+
+    /// Whether the local revocation view may still be trusted (false once the shared store
+    /// has been unreachable for longer than allowed: requests then fail closed).
+    fn revocations_fresh(&self) -> bool {
+        true
+    }
+
+    /// A rate-limit window shared by every instance: `Some(Ok(Err(retry_after)))` when over
+    /// the limit. `None`: the backend has none, count in this process.
+    async fn rate_limit(
+        &self,
+        _key: &str,
+        _rate: Rate,
+        _now: u64,
+        _add: bool,
+    ) -> Option<Result<Result<(), u64>, StoreError>> {
+        None
+    }
 }
 
 pub type SharedStore = Arc<dyn TokenStore>;

@@ -360,6 +360,9 @@ mod tests {
         let store =
             Arc::new(SledStore::open(&dir.path().join("db"), Duration::from_secs(1)).unwrap());
         crate::store::contract::run(store.as_ref(), "sled").await;
-        crate::store::contract::concurrent_rotation(store, "sled").await;
+        crate::store::contract::concurrent_rotation(store.clone(), "sled").await;
+        // sled forgets ended sessions when pruned.
+        store.prune(1_800_000_000 + 2000).await.unwrap();
+        assert!(store.family("sled-s1").await.unwrap().is_none());
     }
 }

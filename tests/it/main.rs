@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod protect;
 mod proxy;
+mod redis;
 mod shutdown;
 mod tls;
 mod tokens;
