@@ -1,8 +1,8 @@
 //! argon2id: hashing for `hash-password`, verification off the proxy's event loop.
 //!
-//! Verification runs on the blocking pool behind a semaphore of the core count (19 MiB per
-//! hash, so an unbounded queue would be an out-of-memory attack); at most `queue` callers wait,
-//! the rest get `Busy` at once (503). Unknown and disabled users are checked against a dummy
+//! Verification runs on the blocking pool behind a semaphore of half the core count (19 MiB
+//! per hash, so an unbounded queue would be an out-of-memory attack, and a login storm must
+//! leave CPU for proxying); at most 16 callers per core wait, the rest get `Busy` at once (503). Unknown and disabled users are checked against a dummy
 //! hash with the same parameters, so every failure costs the same.
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier as _, SaltString};
@@ -53,10 +53,12 @@ impl PasswordService {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        // Half the cores at most: a login storm must leave the proxy CPU to serve with.
+        let workers = (cores / 2).max(1);
         let mut random = [0u8; 24];
         rand::fill(&mut random);
         PasswordService {
-            work: Arc::new(Semaphore::new(cores)),
+            work: Arc::new(Semaphore::new(workers)),
             admit: Arc::new(Semaphore::new(cores * 16)),
             dummy: hash_password(&String::from_utf8_lossy(&random)),
         }

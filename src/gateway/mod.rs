@@ -238,7 +238,7 @@ impl Gateway {
                 target: "portcullis::audit",
                 event = "spoofed_headers_stripped",
                 request_id = %ctx.id,
-                client_ip = ?ctx.client_ip,
+                client_ip = ctx.client_ip.map(tracing::field::display),
                 headers = ?stripped.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
             );
         }
@@ -598,7 +598,7 @@ impl ProxyHttp for Gateway {
             path = %req.uri.path(),
             status,
             route = label,
-            client_ip = ?ctx.client_ip,
+            client_ip = ctx.client_ip.map(tracing::field::display),
             user = ctx.identity.as_ref().map(|i| i.sub.as_str()),
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = e.map(|e| e.etype().as_str()),

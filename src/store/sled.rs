@@ -52,13 +52,11 @@ impl SledStore {
                 .open();
             match result {
                 Ok(db) => break db,
-                Err(::sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
+                Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) => {
-                    let locked = matches!(&e, ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+                    let locked = is_lock_error(&e);
                     return Err(StoreError::Unavailable(format!(
                         "cannot open sled database {}: {e}{}",
                         path.display(),
@@ -143,6 +141,12 @@ impl SledStore {
         }
         Ok(sids)
     }
+}
+
+/// sled reports a held lock as an I/O error whose text names the lock.
+fn is_lock_error(e: &::sled::Error) -> bool {
+    matches!(e, ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
 }
 
 fn be_u64(b: &[u8]) -> u64 {

@@ -99,7 +99,8 @@ pub struct TokenService {
     access_ttl: u64,
     leeway: u64,
     validation: Validation,
-    cache: Cache<String, Arc<Verified>>,
+    /// `None` when `tokens.cache_size` is 0.
+    cache: Option<Cache<String, Arc<Verified>>>,
 }
 
 struct UntilExp;
@@ -188,10 +189,12 @@ impl TokenService {
             access_ttl: cfg.access_ttl.as_secs(),
             leeway: cfg.leeway.as_secs(),
             validation,
-            cache: Cache::builder()
-                .max_capacity(cfg.cache_size)
-                .expire_after(UntilExp)
-                .build(),
+            cache: (cfg.cache_size > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(cfg.cache_size)
+                    .expire_after(UntilExp)
+                    .build()
+            }),
         }
     }
 
@@ -238,11 +241,14 @@ impl TokenService {
     /// Verify `token` (cached), then check revocation.
     pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, VerifyError> {
         let now = self.clock.now();
-        let verified = match self.cache.get(token) {
+        let verified = match self.cache.as_ref().and_then(|c| c.get(token)) {
             Some(v) => v,
             None => {
+                tracing::debug!(target: "portcullis::tokens", "verified-token cache miss");
                 let v = Arc::new(self.verify_uncached(token, now).await?);
-                self.cache.insert(token.to_string(), v.clone());
+                if let Some(c) = &self.cache {
+                    c.insert(token.to_string(), v.clone());
+                }
                 v
             }
         };
