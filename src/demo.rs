@@ -124,7 +124,7 @@ logging:
 upstreams:
   demo:
     addresses: ["127.0.0.1:{upstream_port}"]
-    health_check: {{ path: /, interval: 5s }}
+    health_check: {{ path: /, interval: 1s }}
 routes:
   - {{ path_prefix: /, upstream: demo }}
 "#
