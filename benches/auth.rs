@@ -27,22 +27,18 @@ fn argon2(c: &mut Criterion) {
     g.finish();
 }
 
-fn rotate(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(&dir.path().join("db"), Duration::from_secs(1)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+/// Rotate one family over and over on `store`: every call is a real rotation (never a replay).
+fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
+    let rt = portcullis::store::runtime();
     let policy = RotationPolicy {
         refresh_ttl: 3600,
         reuse_grace: 10,
         revoke_user_on_reuse: true,
         revocation_ttl: 960,
     };
-    let now = 1_800_000_000;
+    let now = portcullis::clock::Clock::now(&portcullis::clock::SystemClock);
     rt.block_on(store.create_family(&Family {
-        sid: "s".into(),
+        sid: format!("{name}-s"),
         user: "u".into(),
         created: now,
         max_exp: now + 86400,
@@ -54,13 +50,19 @@ fn rotate(c: &mut Criterion) {
     }))
     .unwrap();
     let mut n = 0u64;
-    c.bench_function("sled_rotate_flushed", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             let (from, to) = (format!("t{n}"), format!("t{}", n + 1));
             n += 1;
             rt.block_on(store.rotate(&from, &to, now, &policy)).unwrap()
         })
     });
+}
+
+fn rotate(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db"), Duration::from_secs(1)).unwrap();
+    bench_rotation(c, "sled_rotate_flushed", &store);
 }
 
 /// The same rotation on Redis (one Lua script, acknowledged by the server): needs
@@ -94,34 +96,7 @@ fn rotate_redis(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(300));
     let url = portcullis::secret::Secret::new(format!("redis://127.0.0.1:{port}/0"));
     let store = portcullis::store::redis::RedisStore::open(&url, Duration::from_secs(30)).unwrap();
-    let rt = portcullis::store::runtime();
-    let policy = RotationPolicy {
-        refresh_ttl: 3600,
-        reuse_grace: 10,
-        revoke_user_on_reuse: true,
-        revocation_ttl: 960,
-    };
-    let now = portcullis::clock::Clock::now(&portcullis::clock::SystemClock);
-    rt.block_on(store.create_family(&Family {
-        sid: "s".into(),
-        user: "u".into(),
-        created: now,
-        max_exp: now + 86400,
-        idle_exp: now + 3600,
-        current: "t0".into(),
-        previous: None,
-        rotated_at: now,
-        revoked: false,
-    }))
-    .unwrap();
-    let mut n = 0u64;
-    c.bench_function("redis_rotate_acknowledged", |b| {
-        b.iter(|| {
-            let (from, to) = (format!("t{n}"), format!("t{}", n + 1));
-            n += 1;
-            rt.block_on(store.rotate(&from, &to, now, &policy)).unwrap()
-        })
-    });
+    bench_rotation(c, "redis_rotate_acknowledged", &store);
     let _ = child.kill();
     let _ = child.wait();
 }

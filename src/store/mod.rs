@@ -111,6 +111,22 @@ pub enum RevocationKind {
     Sid,
 }
 
+impl Revocation {
+    /// From a stored key `j:<jti>` or `s:<sid>`; `None` for anything else.
+    pub fn from_key(key: &str, until: u64) -> Option<Revocation> {
+        let (kind, id) = if let Some(id) = key.strip_prefix("j:") {
+            (RevocationKind::Jti, id)
+        } else {
+            (RevocationKind::Sid, key.strip_prefix("s:")?)
+        };
+        Some(Revocation {
+            kind,
+            id: id.to_string(),
+            until,
+        })
+    }
+}
+
 /// The durable state of the gateway.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {

@@ -425,17 +425,12 @@ impl TokenStore for RedisStore {
                 let Some(until) = v.filter(|u| *u >= now) else {
                     continue;
                 };
-                let rest = &k[P.len() + 4..];
-                let (kind, id) = match rest.split_at(2) {
-                    ("j:", id) => (RevocationKind::Jti, id),
-                    ("s:", id) => (RevocationKind::Sid, id),
-                    _ => continue,
-                };
-                out.push(Revocation {
-                    kind,
-                    id: id.to_string(),
-                    until,
-                });
+                if let Some(r) = k
+                    .strip_prefix("pc:rev:")
+                    .and_then(|rest| Revocation::from_key(rest, until))
+                {
+                    out.push(r);
+                }
             }
         }
         Ok(out)

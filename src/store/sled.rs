@@ -308,17 +308,9 @@ impl TokenStore for SledStore {
             if until < now {
                 continue;
             }
-            let key = String::from_utf8_lossy(&k);
-            let (kind, id) = match key.split_at(2) {
-                ("j:", id) => (RevocationKind::Jti, id),
-                ("s:", id) => (RevocationKind::Sid, id),
-                _ => continue,
-            };
-            out.push(Revocation {
-                kind,
-                id: id.to_string(),
-                until,
-            });
+            if let Some(r) = Revocation::from_key(&String::from_utf8_lossy(&k), until) {
+                out.push(r);
+            }
         }
         Ok(out)
     }

@@ -164,6 +164,21 @@ fn precheck(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, V
     Ok(header)
 }
 
+/// The `alg` and `kid` of a pre-checked header (both required).
+fn alg_and_kid(
+    header: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(&str, &str), VerifyError> {
+    let alg = header
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .ok_or(VerifyError::BadHeader)?;
+    let kid = header
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .ok_or(VerifyError::UnknownKey)?;
+    Ok((alg, kid))
+}
+
 impl TokenService {
     pub fn new(
         cfg: &TokensConfig,
@@ -267,14 +282,7 @@ impl TokenService {
     /// Full verification without the cache (also used by the benchmark).
     pub async fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
         let header = precheck(token)?;
-        let alg = header
-            .get("alg")
-            .and_then(|v| v.as_str())
-            .ok_or(VerifyError::BadHeader)?;
-        let kid = header
-            .get("kid")
-            .and_then(|v| v.as_str())
-            .ok_or(VerifyError::UnknownKey)?;
+        let (alg, kid) = alg_and_kid(&header)?;
         if let Some(key) = self.keyring.verifiers.get(kid) {
             let typ = header.get("typ").and_then(|v| v.as_str());
             if !matches!(typ, Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
@@ -292,14 +300,7 @@ impl TokenService {
     /// logout must work with an expired access token.
     pub fn verify_ignoring_time(&self, token: &str) -> Result<Verified, VerifyError> {
         let header = precheck(token)?;
-        let alg = header
-            .get("alg")
-            .and_then(|v| v.as_str())
-            .ok_or(VerifyError::BadHeader)?;
-        let kid = header
-            .get("kid")
-            .and_then(|v| v.as_str())
-            .ok_or(VerifyError::UnknownKey)?;
+        let (alg, kid) = alg_and_kid(&header)?;
         let key = self
             .keyring
             .verifiers
