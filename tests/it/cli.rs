@@ -141,3 +141,31 @@ fn shipped_configs_pass_check() {
         assert_eq!(code, 0, "config/{name}: {out}{err}");
     }
 }
+
+#[test]
+fn a_second_process_on_the_same_sled_database_is_refused_clearly() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
+        up.addr
+    ));
+    // Same data directory, another port: sled's lock is exclusive.
+    let text = std::fs::read_to_string(&gw.config_path)
+        .unwrap()
+        .replace(&gw.port.to_string(), &free_port().to_string());
+    std::fs::write(gw.data_dir().join("second.yaml"), text).unwrap();
+    let t = std::time::Instant::now();
+    let (code, _, err) = run_cli(&["serve", "-c", "second.yaml"], gw.data_dir());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(9),
+        "it waited for the lock (upgrade hand-over)"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("another process holds it") && err.contains("store.backend: redis"),
+        "{err}"
+    );
+    // The first gateway is unaffected.
+    assert_eq!(get(&gw.url("/x"), &[]).status, 200);
+}
