@@ -15,6 +15,7 @@ use crate::tokens::external::{ExternalIssuers, JwksRefresher};
 use crate::tokens::keys::Keyring;
 use crate::tokens::revocation::RevocationView;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -220,8 +221,12 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         },
         "portcullis",
     );
+    let l4_buffer = L4BufferSettings::new(
+        config.limits.read_buffer_bytes,
+        pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE,
+    );
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer));
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {

@@ -204,4 +204,5 @@ pub struct LimitsFile {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_auth_body_bytes: Option<usize>,
+    pub read_buffer_bytes: Option<usize>,
 }

@@ -230,4 +230,7 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_auth_body_bytes: usize,
+    /// Per-connection read buffer of the plain listeners (Pingora's default is 64 KiB, which
+    /// every idle keep-alive connection would hold).
+    pub read_buffer_bytes: usize,
 }

@@ -250,6 +250,11 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             file.limits.max_auth_body_bytes,
             16 * 1024,
         )?,
+        read_buffer_bytes: positive(
+            "limits.read_buffer_bytes",
+            file.limits.read_buffer_bytes,
+            8 * 1024,
+        )?,
     };
     Ok(Config {
         source: source.to_path_buf(),
