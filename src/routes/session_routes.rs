@@ -59,6 +59,12 @@ fn json_or_empty(req: &RequestHeader, body: &[u8]) -> Result<(), LocalResponse> 
     }
 }
 
+/// 403 `csrf` for a cookie-authenticated call without the right `X-CSRF-Token`, audited.
+fn csrf_refused(ctx: &RequestCtx, endpoint: &str) -> LocalResponse {
+    tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint, client_ip = %client_key(ctx));
+    LocalResponse::error(403, "csrf", "missing or wrong X-CSRF-Token header")
+}
+
 fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
@@ -395,8 +401,7 @@ pub async fn refresh(
         Some(t) => t,
     };
     if !csrf_header_ok(req, c) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint = "/auth/refresh", client_ip = %client_key(ctx));
-        return LocalResponse::error(403, "csrf", "missing or wrong X-CSRF-Token header");
+        return csrf_refused(ctx, "/auth/refresh");
     }
     let now = state.tokens.clock.now();
     let key = format!("refresh_ip:{}", client_key(ctx));
@@ -479,8 +484,7 @@ pub async fn logout(
     }
     let c = &state.config.cookies;
     if cookie_authenticated(state, req) && !csrf_header_ok(req, c) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint = "/auth/logout", client_ip = %client_key(ctx));
-        return LocalResponse::error(403, "csrf", "missing or wrong X-CSRF-Token header");
+        return csrf_refused(ctx, "/auth/logout");
     }
     let access = credential(req, &c.access_name)
         .token()
@@ -513,8 +517,7 @@ pub async fn logout_all(
         Err(f) => return LocalResponse::error(401, f.code(), f.message()),
     };
     if cookie_authenticated(state, req) && !csrf_header_ok(req, c) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint = "/auth/logout-all", client_ip = %client_key(ctx));
-        return LocalResponse::error(403, "csrf", "missing or wrong X-CSRF-Token header");
+        return csrf_refused(ctx, "/auth/logout-all");
     }
     let result = async {
         state.sessions.logout(Some(&verified), None).await?;

@@ -405,6 +405,20 @@ mod tests {
             .block_on(f)
     }
 
+    /// A token for alice (roles `admin`) in session `sid`.
+    fn issue(svc: &TokenService, sid: &str) -> IssuedAccess {
+        let (sub, email, roles) = subject();
+        svc.issue(
+            &Subject {
+                sub: &sub,
+                email: &email,
+                roles: &roles,
+            },
+            sid,
+        )
+        .unwrap()
+    }
+
     const ALL: [Algorithm; 4] = [
         Algorithm::EdDSA,
         Algorithm::ES256,
@@ -425,17 +439,8 @@ mod tests {
         for alg in ALL {
             let clock = ManualClock::new(NOW);
             let (svc, _dir) = service(alg, clock.clone());
-            let (sub, email, roles) = subject();
-            let issued = svc
-                .issue(
-                    &Subject {
-                        sub: &sub,
-                        email: &email,
-                        roles: &roles,
-                    },
-                    "sid1",
-                )
-                .unwrap();
+            let (_, _, roles) = subject();
+            let issued = issue(&svc, "sid1");
             let v = block(svc.verify(&issued.token)).unwrap();
             assert_eq!(
                 (v.sub.as_str(), v.sid.as_str(), v.roles.clone()),
@@ -460,18 +465,7 @@ mod tests {
     fn any_single_byte_change_fails() {
         for alg in ALL {
             let (svc, _dir) = service(alg, ManualClock::new(NOW));
-            let (sub, email, roles) = subject();
-            let token = svc
-                .issue(
-                    &Subject {
-                        sub: &sub,
-                        email: &email,
-                        roles: &roles,
-                    },
-                    "sid1",
-                )
-                .unwrap()
-                .token;
+            let token = issue(&svc, "sid1").token;
             let bytes = token.as_bytes();
             for i in 0..bytes.len() {
                 for replacement in [b'A', b'.', b'x'] {
@@ -494,33 +488,14 @@ mod tests {
     #[test]
     fn revocation_is_checked_after_a_cache_hit() {
         let (svc, _dir) = service(Algorithm::EdDSA, ManualClock::new(NOW));
-        let (sub, email, roles) = subject();
-        let issued = svc
-            .issue(
-                &Subject {
-                    sub: &sub,
-                    email: &email,
-                    roles: &roles,
-                },
-                "sid9",
-            )
-            .unwrap();
+        let issued = issue(&svc, "sid9");
         assert!(block(svc.verify(&issued.token)).is_ok());
         svc.revocations.revoke_jti(&issued.jti, issued.exp);
         assert_eq!(
             block(svc.verify(&issued.token)).unwrap_err(),
             VerifyError::Revoked
         );
-        let other = svc
-            .issue(
-                &Subject {
-                    sub: &sub,
-                    email: &email,
-                    roles: &roles,
-                },
-                "sid9",
-            )
-            .unwrap();
+        let other = issue(&svc, "sid9");
         svc.revocations.revoke_sid("sid9", NOW + 100);
         assert_eq!(
             block(svc.verify(&other.token)).unwrap_err(),

@@ -21,6 +21,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// All values of header `name` (case-insensitive), in order.
+pub fn header_values(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -32,11 +41,7 @@ pub struct Recorded {
 impl Recorded {
     /// All values of header `name` (case-insensitive), in order.
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
@@ -426,11 +431,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
+        header_values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
