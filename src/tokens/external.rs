@@ -57,7 +57,8 @@ impl Issuer {
             config,
             keys: ArcSwap::from_pointee(HashMap::new()),
             last_kid_fetch: Mutex::new(None),
-            last_error: ArcSwap::from_pointee(None),
+            // Not ready until the first fetch has loaded keys.
+            last_error: ArcSwap::from_pointee(Some("JWKS not loaded yet".to_string())),
         }
     }
 
