@@ -3,11 +3,12 @@
 //! claim path. Header parameters that point elsewhere (`jku`, `x5u`) are never followed.
 
 use super::access::{check_times, Verified, VerifyError};
+use super::jws::JwsKey;
 use super::keys::alg_name;
 use crate::config::TrustedIssuer;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 
 struct IssuerKey {
     algorithm: Algorithm,
-    decoding: DecodingKey,
+    jws: JwsKey,
 }
 
 /// One trusted issuer and its current keys.
@@ -90,12 +91,15 @@ impl Issuer {
                 if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
                     continue;
                 }
-                if let Ok(decoding) = DecodingKey::from_jwk(jwk) {
+                let parsed = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| JwsKey::new(alg, &d));
+                if let Ok(jws) = parsed {
                     keys.insert(
                         kid,
                         Arc::new(IssuerKey {
                             algorithm: alg,
-                            decoding,
+                            jws,
                         }),
                     );
                 }
@@ -139,15 +143,24 @@ impl Issuer {
         if alg != alg_name(key.algorithm) {
             return Err(VerifyError::BadHeader);
         }
-        let mut v = Validation::new(key.algorithm);
-        v.set_issuer(&[&self.config.issuer]);
-        v.set_audience(&[&self.config.audience]);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &v)
-            .map_err(|_| VerifyError::Invalid)?;
-        let c = data.claims;
+        let payload = key.jws.verify(token)?;
+        let c: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|_| VerifyError::Invalid)?;
+        // Required: iss (this issuer), aud (ours, alone or in a list), exp and sub (below).
+        if c.get("iss").and_then(|i| i.as_str()) != Some(self.config.issuer.as_str()) {
+            return Err(VerifyError::Invalid);
+        }
+        let audience = self.config.audience.as_str();
+        let aud_ok = match c.get("aud") {
+            Some(serde_json::Value::String(a)) => a == audience,
+            Some(serde_json::Value::Array(list)) => {
+                list.iter().any(|a| a.as_str() == Some(audience))
+            }
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(VerifyError::Invalid);
+        }
         let exp = c
             .get("exp")
             .and_then(|e| e.as_u64())

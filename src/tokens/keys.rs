@@ -2,6 +2,7 @@
 //! The first key with a private part signs; all keys verify (rotation overlap). The JWKS is
 //! rendered once here too.
 
+use super::jws::JwsKey;
 use crate::config::{Algorithm, KeySource, SigningKey};
 use bytes::Bytes;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
@@ -16,7 +17,8 @@ pub struct VerifyKey {
     pub algorithm: jsonwebtoken::Algorithm,
     /// The `alg` header value a token must carry for this key (exact string).
     pub alg_name: &'static str,
-    pub decoding: DecodingKey,
+    /// The same key parsed once for aws-lc (the request path verifies with this).
+    pub jws: JwsKey,
 }
 
 /// The key that signs new access tokens.
@@ -141,6 +143,7 @@ impl Keyring {
                     (None, dec, Some(jwk))
                 }
             };
+            let jws = JwsKey::new(algorithm, &decoding).map_err(|e| format!("{key}: {e}"))?;
             if let Some(enc) = encoding {
                 // Prove the pair works before serving: sign and verify a probe token.
                 let probe = jsonwebtoken::encode(
@@ -154,6 +157,8 @@ impl Keyring {
                 v.validate_exp = false;
                 v.validate_aud = false;
                 jsonwebtoken::decode::<serde_json::Value>(&probe, &decoding, &v).map_err(misfit)?;
+                jws.verify(&probe)
+                    .map_err(|_| format!("{key}: the key cannot verify its own signature"))?;
                 if signer.is_none() {
                     signer = Some(SignKey {
                         kid: k.kid.clone(),
@@ -179,7 +184,7 @@ impl Keyring {
                     kid: k.kid.clone(),
                     algorithm,
                     alg_name: alg_name(algorithm),
-                    decoding,
+                    jws,
                 }),
             );
         }

@@ -696,6 +696,24 @@ routes:
         .status,
         401
     );
+    // `aud` may be a list holding our audience; a list without it, or no `aud`, is refused.
+    for (aud, status) in [
+        (json!(["other", AUD]), 200),
+        (json!(["other"]), 401),
+        (Value::Null, 401),
+    ] {
+        let mut c = idp_claims(json!(["admin"]));
+        match aud {
+            Value::Null => c.as_object_mut().unwrap().remove("aud"),
+            a => c.as_object_mut().unwrap().insert("aud".into(), a),
+        };
+        let t = forge(
+            &json!({"alg": "RS256", "kid": "idp1"}),
+            &c,
+            Some((&k1, Algorithm::RS256)),
+        );
+        assert_eq!(call(&t).status, status, "aud {:?}", c.get("aud"));
+    }
 
     // An issuer whose JWKS cannot be loaded makes readiness fail, naming it.
     let gw2 = Gateway::start(&format!(
