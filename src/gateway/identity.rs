@@ -5,7 +5,6 @@ use crate::config::Config;
 use http::header::{CONNECTION, COOKIE};
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
-use std::collections::HashSet;
 
 /// Headers only the gateway (or a trusted proxy in front of it) may set.
 const PROXY_HEADERS: &[&str] = &[
@@ -26,27 +25,40 @@ const UNTRUSTED_ONLY: &[&str] = &[
     "x-real-ip",
 ];
 
-/// The precomputed set of protected names, normalized (lower case, `_` as `-`).
+/// The precomputed protected names, normalized (lower case, `_` as `-`). A handful of names:
+/// a scan without allocating beats hashing a normalized copy of every request header.
 pub struct Protected {
-    always: HashSet<String>,
-    untrusted_only: HashSet<String>,
+    always: Vec<String>,
+    untrusted_only: Vec<String>,
 }
 
 fn normalize(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// Does a request header name (lower case, as `http` stores it) equal a normalized protected
+/// name when `_` is read as `-`?
+fn same_name(name: &str, normalized: &str) -> bool {
+    name.len() == normalized.len()
+        && name
+            .bytes()
+            .zip(normalized.bytes())
+            .all(|(a, b)| (if a == b'_' { b'-' } else { a }) == b)
+}
+
 impl Protected {
     pub fn new(config: &Config) -> Self {
         let ih = &config.identity_headers;
-        let mut always: HashSet<String> = [ih.user.as_str(), ih.email.as_str(), ih.roles.as_str()]
+        let mut always: Vec<String> = [ih.user.as_str(), ih.email.as_str(), ih.roles.as_str()]
             .into_iter()
             .map(normalize)
             .collect();
         // Variants with `_` of the proxy headers: the gateway sets the canonical ones itself.
         for h in PROXY_HEADERS {
-            always.insert(normalize(h));
+            always.push(normalize(h));
         }
+        always.sort();
+        always.dedup();
         Protected {
             always,
             untrusted_only: UNTRUSTED_ONLY.iter().map(|h| normalize(h)).collect(),
@@ -59,10 +71,11 @@ impl Protected {
     pub fn strip(&self, req: &mut RequestHeader, peer_trusted: bool) -> Vec<HeaderName> {
         let mut doomed = Vec::new();
         for name in req.headers.keys() {
-            let n = normalize(name.as_str());
-            let canonical_proxy = PROXY_HEADERS.contains(&name.as_str());
-            let hit = (self.always.contains(&n) && !(peer_trusted && canonical_proxy))
-                || (!peer_trusted && self.untrusted_only.contains(&n));
+            let n = name.as_str();
+            let listed = |list: &[String]| list.iter().any(|p| same_name(n, p));
+            let canonical_proxy = PROXY_HEADERS.contains(&n);
+            let hit = (listed(&self.always) && !(peer_trusted && canonical_proxy))
+                || (!peer_trusted && listed(&self.untrusted_only));
             if hit && !doomed.contains(name) {
                 doomed.push(name.clone());
             }
