@@ -84,12 +84,39 @@ impl Default for Metrics {
 
 /// `1xx`..`5xx` label for a status code.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[status_index(status)]
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One route's series, looked up once at start-up instead of hashing label values on every
+/// request.
+pub struct RouteSeries {
+    requests: [prometheus::IntCounter; 5],
+    pub upstream_latency: prometheus::Histogram,
+}
+
+impl RouteSeries {
+    pub fn new(metrics: &Metrics, route_label: &str, upstream: &str) -> Self {
+        RouteSeries {
+            requests: STATUS_CLASSES
+                .map(|class| metrics.requests.with_label_values(&[route_label, class])),
+            upstream_latency: metrics.upstream_latency.with_label_values(&[upstream]),
+        }
+    }
+
+    pub fn count(&self, status: u16) {
+        self.requests[status_index(status)].inc();
     }
 }
 

@@ -43,8 +43,13 @@ pub struct AppState {
     /// Open WebSockets, closed when their session is revoked.
     pub websockets: Arc<websocket::WsRegistry>,
     pub protected: identity::Protected,
+    pub security_headers: security_headers::Prepared,
+    /// Identity header names in their wire spelling, computed once.
+    pub identity_names: [bytes::Bytes; 3],
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
+    /// Metric series per route, in route order.
+    pub route_series: Vec<crate::metrics::RouteSeries>,
     request_prefix: String,
     request_counter: AtomicU64,
 }
@@ -63,16 +68,29 @@ impl AppState {
             .max(rl.refresh_per_ip.window);
         let websockets = Arc::new(websocket::WsRegistry::default());
         sessions.tokens.revocations.set_listener(websockets.clone());
-        let route_labels = config
+        let route_labels: Vec<String> = config
             .routes
             .iter()
             .map(|r| format!("{}{}", r.host.as_deref().unwrap_or(""), r.path_prefix))
             .collect();
+        let metrics = Metrics::new();
+        let route_series = config
+            .routes
+            .iter()
+            .zip(&route_labels)
+            .map(|(r, label)| crate::metrics::RouteSeries::new(&metrics, label, &r.upstream))
+            .collect();
         AppState {
+            route_series,
             protected: identity::Protected::new(&config),
+            security_headers: security_headers::Prepared::new(&config.security_headers),
+            identity_names: {
+                let ih = &config.identity_headers;
+                [&ih.user, &ih.email, &ih.roles].map(security_headers::wire_name)
+            },
             request_prefix: format!("{:08x}", rand::random::<u32>()),
             request_counter: AtomicU64::new(0),
-            metrics: Metrics::new(),
+            metrics,
             route_labels,
             upstreams,
             store: sessions.store.clone(),
@@ -432,10 +450,10 @@ impl ProxyHttp for Gateway {
         }
         upstream.insert_header("X-Request-Id", ctx.id.as_str())?;
         if let Some(id) = &ctx.identity {
-            let ih = &cfg.identity_headers;
-            upstream.insert_header(ih.user.clone(), id.sub.as_str())?;
-            upstream.insert_header(ih.email.clone(), id.email.as_str())?;
-            upstream.insert_header(ih.roles.clone(), id.roles.join(","))?;
+            let [user, email, roles] = &s.identity_names;
+            upstream.insert_header(user.clone(), id.sub.as_str())?;
+            upstream.insert_header(email.clone(), id.email.as_str())?;
+            upstream.insert_header(roles.clone(), id.roles.join(","))?;
             match &ctx.access_token {
                 Some(t) => {
                     upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
@@ -482,11 +500,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let (Some(start), Some(route)) = (ctx.upstream_started, ctx.route) {
-            let upstream = &self.state.config.routes[route].upstream;
-            self.state
-                .metrics
+            self.state.route_series[route]
                 .upstream_latency
-                .with_label_values(&[upstream.as_str()])
                 .observe(start.elapsed().as_secs_f64());
         }
         Ok(())
@@ -523,7 +538,7 @@ impl ProxyHttp for Gateway {
         for v in ctx.set_cookies.drain(..) {
             resp.append_header(http::header::SET_COOKIE, v)?;
         }
-        security_headers::apply(resp, &cfg.security_headers);
+        security_headers::apply(resp, &self.state.security_headers);
         Ok(())
     }
 
@@ -583,13 +598,18 @@ impl ProxyHttp for Gateway {
             .or(ctx.local_status)
             .unwrap_or(0);
         let label = match ctx.route {
-            Some(i) => s.route_labels[i].as_str(),
-            None => ctx.label,
+            Some(i) => {
+                s.route_series[i].count(status);
+                s.route_labels[i].as_str()
+            }
+            None => {
+                s.metrics
+                    .requests
+                    .with_label_values(&[ctx.label, status_class(status)])
+                    .inc();
+                ctx.label
+            }
         };
-        s.metrics
-            .requests
-            .with_label_values(&[label, status_class(status)])
-            .inc();
         let req = session.req_header();
         tracing::info!(
             target: "portcullis::access",

@@ -3,19 +3,49 @@
 //! Pingora's local responses never pass `response_filter`, so both paths call [`apply`].
 
 use crate::config::{HeaderMode, SecurityHeaders};
-use pingora::http::ResponseHeader;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::{IntoCaseHeaderName, ResponseHeader};
+
+/// The spelling Pingora puts on the wire for `name` (title case for well-known names), as
+/// bytes that convert back into a header name without work.
+pub fn wire_name(name: &HeaderName) -> Bytes {
+    Bytes::copy_from_slice(name.into_case_header_name().as_slice())
+}
+
+/// The configured headers with their wire spelling computed once (Pingora would otherwise
+/// title-case each name into a new buffer on every response).
+pub struct Prepared {
+    mode: HeaderMode,
+    headers: Vec<(HeaderName, Bytes, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl Prepared {
+    pub fn new(cfg: &SecurityHeaders) -> Self {
+        Prepared {
+            mode: cfg.mode,
+            headers: cfg
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), wire_name(n), v.clone()))
+                .collect(),
+            remove: cfg.remove.clone(),
+        }
+    }
+}
 
 /// Add the configured headers (`set` replaces the upstream's value, `default` keeps it) and
 /// remove the `remove` list.
-pub fn apply(resp: &mut ResponseHeader, cfg: &SecurityHeaders) {
-    for (name, value) in &cfg.headers {
-        if cfg.mode == HeaderMode::Default && resp.headers.contains_key(name) {
+pub fn apply(resp: &mut ResponseHeader, set: &Prepared) {
+    for (name, wire, value) in &set.headers {
+        if set.mode == HeaderMode::Default && resp.headers.contains_key(name) {
             continue;
         }
         // insert_header replaces every earlier value: exactly one copy goes out.
-        let _ = resp.insert_header(name.clone(), value.clone());
+        let _ = resp.insert_header(wire.clone(), value.clone());
     }
-    for name in &cfg.remove {
+    for name in &set.remove {
         resp.remove_header(name);
     }
 }
@@ -23,17 +53,16 @@ pub fn apply(resp: &mut ResponseHeader, cfg: &SecurityHeaders) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
 
-    fn cfg(mode: HeaderMode) -> SecurityHeaders {
-        SecurityHeaders {
+    fn cfg(mode: HeaderMode) -> Prepared {
+        Prepared::new(&SecurityHeaders {
             mode,
             headers: vec![(
                 HeaderName::from_static("x-frame-options"),
                 HeaderValue::from_static("SAMEORIGIN"),
             )],
             remove: vec![HeaderName::from_static("server")],
-        }
+        })
     }
 
     fn upstream() -> ResponseHeader {

@@ -67,7 +67,7 @@ pub async fn send(
     }
     header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
     header.insert_header("X-Request-Id", ctx.id.as_str())?;
-    crate::gateway::security_headers::apply(&mut header, &state.config.security_headers);
+    crate::gateway::security_headers::apply(&mut header, &state.security_headers);
     ctx.local_status = Some(resp.status);
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = resp.body.is_empty() || head_only;

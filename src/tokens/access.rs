@@ -22,9 +22,6 @@ use std::time::{Duration, Instant};
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Largest encoded JOSE header accepted.
 const MAX_HEADER_LEN: usize = 1024;
-/// Header parameters that point at keys elsewhere or demand extensions: never honoured, so a
-/// token carrying one is refused outright.
-const FORBIDDEN_HEADER_PARAMS: &[&str] = &["jku", "x5u", "jwk", "x5c", "crit"];
 
 /// Claims of a gateway-issued access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,14 +123,51 @@ pub fn random_id(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// The base64url alphabet, as a table: one lookup per byte of a token of up to 8 KiB.
+const B64URL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        i += 1;
+    }
+    t
+};
+
 fn is_b64url(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    !s.is_empty() && s.iter().all(|b| B64URL[*b as usize])
 }
 
-/// Split and check the shape; return the decoded header object.
-fn precheck(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, VerifyError> {
+/// `true` when the member is present at all, whatever its value (`"jku": null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// The JOSE header members we read, borrowed from the decoded header where possible.
+/// Duplicate members are refused (RFC 7515 section 4 allows refusing them).
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// Split and check the shape; decode the header into `buf` and read it from there.
+fn precheck<'b>(token: &str, buf: &'b mut Vec<u8>) -> Result<JoseHeader<'b>, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed);
     }
@@ -149,33 +183,28 @@ fn precheck(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, V
     if h.len() > MAX_HEADER_LEN {
         return Err(VerifyError::BadHeader);
     }
-    let raw = URL_SAFE_NO_PAD
-        .decode(h)
+    URL_SAFE_NO_PAD
+        .decode_vec(h, buf)
         .map_err(|_| VerifyError::Malformed)?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&raw).map_err(|_| VerifyError::Malformed)?;
-    if FORBIDDEN_HEADER_PARAMS
-        .iter()
-        .any(|p| header.contains_key(*p))
-    {
+    // Not a JSON object (serde would read an array into the struct by position), or a member
+    // of the wrong type (`"alg": 5`): refused.
+    if buf.trim_ascii_start().first() != Some(&b'{') {
+        return Err(VerifyError::BadHeader);
+    }
+    let header: JoseHeader<'b> = serde_json::from_slice(buf).map_err(|_| VerifyError::BadHeader)?;
+    if header.jku || header.x5u || header.jwk || header.x5c || header.crit {
         return Err(VerifyError::BadHeader);
     }
     Ok(header)
 }
 
-/// The `alg` and `kid` of a pre-checked header (both required).
-fn alg_and_kid(
-    header: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(&str, &str), VerifyError> {
-    let alg = header
-        .get("alg")
-        .and_then(|v| v.as_str())
-        .ok_or(VerifyError::BadHeader)?;
-    let kid = header
-        .get("kid")
-        .and_then(|v| v.as_str())
-        .ok_or(VerifyError::UnknownKey)?;
-    Ok((alg, kid))
+impl JoseHeader<'_> {
+    /// The `alg` and `kid` (both required).
+    fn alg_and_kid(&self) -> Result<(&str, &str), VerifyError> {
+        let alg = self.alg.as_deref().ok_or(VerifyError::BadHeader)?;
+        let kid = self.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
+        Ok((alg, kid))
+    }
 }
 
 impl TokenService {
@@ -272,10 +301,11 @@ impl TokenService {
 
     /// Full verification without the cache (also used by the benchmark).
     pub async fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
-        let header = precheck(token)?;
-        let (alg, kid) = alg_and_kid(&header)?;
+        let mut buf = Vec::new();
+        let header = precheck(token, &mut buf)?;
+        let (alg, kid) = header.alg_and_kid()?;
         if let Some(key) = self.keyring.verifiers.get(kid) {
-            let typ = header.get("typ").and_then(|v| v.as_str());
+            let typ = header.typ.as_deref();
             if !matches!(typ, Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
             {
                 return Err(VerifyError::BadHeader);
@@ -290,8 +320,9 @@ impl TokenService {
     /// Signature and claims of one of our own tokens, ignoring `exp`/`nbf` and revocation:
     /// logout must work with an expired access token.
     pub fn verify_ignoring_time(&self, token: &str) -> Result<Verified, VerifyError> {
-        let header = precheck(token)?;
-        let (alg, kid) = alg_and_kid(&header)?;
+        let mut buf = Vec::new();
+        let header = precheck(token, &mut buf)?;
+        let (alg, kid) = header.alg_and_kid()?;
         let key = self
             .keyring
             .verifiers
@@ -508,7 +539,35 @@ mod tests {
             "YQ==.YQ.YQ",
             &"a".repeat(MAX_TOKEN_LEN + 1),
         ] {
-            assert!(precheck(bad).is_err(), "{bad:.40}");
+            assert!(precheck(bad, &mut Vec::new()).is_err(), "{bad:.40}");
         }
+    }
+
+    #[test]
+    fn precheck_reads_and_refuses_headers() {
+        let tok = |h: &str| format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(h));
+        let mut buf = Vec::new();
+        // An escaped kid is still read (owned, not borrowed).
+        let t = tok(r#"{"alg":"RS256","kid":"k\u0031","typ":"at+jwt"}"#);
+        let h = precheck(&t, &mut buf).unwrap();
+        assert_eq!(h.alg_and_kid().unwrap(), ("RS256", "k1"));
+        for bad in [
+            r#"{"alg":"RS256","kid":"k","jku":null}"#,
+            r#"{"alg":"RS256","kid":"k","crit":[]}"#,
+            r#"{"alg":"RS256","kid":"k","x5c":["a"]}"#,
+            r#"{"alg":"RS256","alg":"none","kid":"k"}"#,
+            r#"{"alg":5,"kid":"k"}"#,
+            r#"["alg","RS256"]"#,
+        ] {
+            assert_eq!(
+                precheck(&tok(bad), &mut Vec::new()).err(),
+                Some(VerifyError::BadHeader),
+                "{bad}"
+            );
+        }
+        let no_kid = tok(r#"{"alg":"RS256"}"#);
+        let mut buf = Vec::new();
+        let h = precheck(&no_kid, &mut buf).unwrap();
+        assert_eq!(h.alg_and_kid().err(), Some(VerifyError::UnknownKey));
     }
 }
