@@ -5,6 +5,7 @@
 use crate::auth::sessions::{Pruner, Sessions};
 use crate::auth::users::{UserDirectory, UsersReloader};
 use crate::config::{Config, StoreConfig};
+use crate::gateway::idle::LeanIdle;
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
 use crate::metrics::MetricsApp;
@@ -217,12 +218,16 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         ));
     }
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut http = pingora::proxy::HttpProxy::new(
         Gateway {
             state: state.clone(),
         },
-        "portcullis",
+        server.configuration.clone(),
+    );
+    http.handle_init_modules();
+    let mut proxy = Service::new(
+        "portcullis".to_string(),
+        LeanIdle::new(http, config.server.keepalive_timeout),
     );
     let l4_buffer = L4BufferSettings::new(
         config.limits.read_buffer_bytes,

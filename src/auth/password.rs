@@ -49,8 +49,16 @@ pub enum Check {
 
 pub struct PasswordService {
     jobs: mpsc::Sender<Job>,
+    /// Kernel thread ids of the hashing threads (the priority test reads them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    worker_tids: Vec<libc::pid_t>,
     admit: Arc<Semaphore>,
     dummy: String,
+}
+
+fn current_tid() -> libc::pid_t {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
 }
 
 /// Move the calling thread to Linux's `SCHED_IDLE` class: any proxy thread that wakes up
@@ -60,7 +68,7 @@ pub struct PasswordService {
 fn lowest_priority() -> std::io::Result<()> {
     // SAFETY: plain syscalls on the calling thread's own id with a valid parameter struct.
     let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let tid = current_tid();
         let param = libc::sched_param { sched_priority: 0 };
         if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0 {
             0
@@ -76,17 +84,22 @@ fn lowest_priority() -> std::io::Result<()> {
 }
 
 /// `n` hashing threads taking jobs from one queue; they end when the sender is dropped.
-fn spawn_workers(n: usize) -> mpsc::Sender<Job> {
+/// Returns once every thread runs at its lowest priority, with their thread ids.
+fn spawn_workers(n: usize) -> (mpsc::Sender<Job>, Vec<libc::pid_t>) {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
+    let (ready_tx, ready) = mpsc::channel::<libc::pid_t>();
     for _ in 0..n {
         let rx = rx.clone();
+        let ready_tx = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name("argon2".into())
             .spawn(move || {
                 if let Err(e) = lowest_priority() {
                     tracing::warn!(target: "portcullis::auth", error = %e, "cannot lower the password hashing priority");
                 }
+                let _ = ready_tx.send(current_tid());
+                drop(ready_tx);
                 loop {
                     let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     match job {
@@ -99,7 +112,10 @@ fn spawn_workers(n: usize) -> mpsc::Sender<Job> {
             tracing::error!(target: "portcullis::auth", error = %e, "cannot start a password hashing thread");
         }
     }
-    tx
+    drop(ready_tx);
+    // Ends when every started thread has reported (or, having died, dropped its sender).
+    let tids = ready.iter().collect();
+    (tx, tids)
 }
 
 impl PasswordService {
@@ -111,8 +127,10 @@ impl PasswordService {
         let workers = (cores / 2).max(1);
         let mut random = [0u8; 24];
         rand::fill(&mut random);
+        let (jobs, worker_tids) = spawn_workers(workers);
         PasswordService {
-            jobs: spawn_workers(workers),
+            jobs,
+            worker_tids,
             admit: Arc::new(Semaphore::new(cores * 16)),
             dummy: hash_password(&String::from_utf8_lossy(&random)),
         }
@@ -179,20 +197,16 @@ mod tests {
     /// The storm defence: hashing threads exist and run in the idle scheduling class.
     #[test]
     fn hashing_threads_run_at_the_lowest_priority() {
-        let _s = PasswordService::new();
-        let mut found = 0;
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let dir = task.unwrap().path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.trim() != "argon2" {
-                continue;
-            }
+        let s = PasswordService::new();
+        assert!(!s.worker_tids.is_empty(), "no hashing threads");
+        for tid in &s.worker_tids {
+            let dir = format!("/proc/self/task/{tid}");
+            let comm = std::fs::read_to_string(format!("{dir}/comm")).unwrap();
+            assert_eq!(comm.trim(), "argon2");
             // Field 41 of stat is the scheduling policy; the name (field 2) has no spaces here.
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap();
             let policy: i32 = stat.split_whitespace().nth(40).unwrap().parse().unwrap();
-            assert_eq!(policy, libc::SCHED_IDLE, "{}", dir.display());
-            found += 1;
+            assert_eq!(policy, libc::SCHED_IDLE, "{dir}");
         }
-        assert!(found >= 1, "no argon2 threads found");
     }
 }

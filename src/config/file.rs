@@ -52,6 +52,7 @@ pub struct ServerFile {
     pub trusted_proxies: Vec<String>,
     pub threads: Option<usize>,
     pub grace_period: Option<String>,
+    pub keepalive_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub threads: usize,
     pub grace_period: Duration,
+    /// How long an idle client keep-alive connection stays open (whole seconds).
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -353,6 +353,11 @@ fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
             &s.grace_period,
             Duration::from_secs(10),
         )?,
+        keepalive_timeout: ttl_or(
+            "server.keepalive_timeout",
+            &s.keepalive_timeout,
+            Duration::from_secs(60),
+        )?,
     })
 }
 

@@ -4,8 +4,10 @@
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
 //! - `security_headers.rs`: headers on every response
 //! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
+//! - `idle.rs`: idle keep-alive connections wait in a small future, not Pingora's request one
 
 pub mod identity;
+pub mod idle;
 pub mod routing;
 pub mod security_headers;
 pub mod upstreams;

@@ -486,6 +486,11 @@ pub fn raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(request)?;
+    read_response(&mut s)
+}
+
+/// Read one response (complete by `Content-Length`, or up to EOF); (status, text).
+pub fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {

@@ -1,7 +1,64 @@
-//! SIGTERM: in-flight requests finish, then the process exits cleanly.
+//! Connection lifetime: keep-alive, the idle timeout, and SIGTERM (in-flight requests
+//! finish, idle connections close at once, then the process exits cleanly).
 
 use crate::harness::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+/// Wait for the server to close `s`; how long that took.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => start.elapsed(),
+        Ok(n) => panic!("unexpected {n} bytes on an idle connection"),
+        Err(e) => panic!("connection still open after {limit:?}: {e}"),
+    }
+}
+
+#[test]
+fn keep_alive_serves_split_requests_then_idles_out_and_sigterm_closes_idle_ones() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&format!(
+        "server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  grace_period: 5s\n  keepalive_timeout: 1s\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
+        up.addr
+    ));
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut a = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The first byte alone, then the rest: the idle wait reads one byte and puts it back.
+    let first = request("/one");
+    a.write_all(&first.as_bytes()[..1]).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    a.write_all(&first.as_bytes()[1..]).unwrap();
+    let (status, text) = read_response(&mut a).unwrap();
+    assert_eq!(status, 200, "{text}");
+    // A second request on the same connection.
+    a.write_all(request("/two").as_bytes()).unwrap();
+    let (status, text) = read_response(&mut a).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let paths: Vec<String> = up.requests().iter().map(|r| r.url.clone()).collect();
+    assert_eq!(paths, vec!["/one", "/two"]);
+    // Idle for longer than server.keepalive_timeout: closed by the gateway.
+    let took = closed_within(&mut a, Duration::from_secs(4));
+    assert!(
+        took >= Duration::from_millis(700),
+        "closed too early: {took:?}"
+    );
+
+    // An idle keep-alive connection is closed at SIGTERM, well before the grace period ends.
+    let mut b = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    b.write_all(request("/three").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut b).unwrap().0, 200);
+    gw.signal("TERM");
+    let took = closed_within(&mut b, Duration::from_millis(900));
+    assert!(took < Duration::from_millis(900));
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "clean exit: {status}");
+}
 
 #[test]
 fn sigterm_lets_an_in_flight_request_finish() {
