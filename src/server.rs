@@ -238,15 +238,18 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
-            proxy
-                .add_tls(
-                    &addr.to_string(),
-                    &tls.cert.to_string_lossy(),
-                    &tls.key.to_string_lossy(),
-                )
-                .map_err(|e| {
-                    StartError::Invalid(format!("{}: server.tls: {e}", config.source.display()))
-                })?;
+            let settings = pingora::listeners::tls::TlsSettings::intermediate(
+                &tls.cert.to_string_lossy(),
+                &tls.key.to_string_lossy(),
+            )
+            .map_err(|e| {
+                StartError::Invalid(format!("{}: server.tls: {e}", config.source.display()))
+            })?;
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(settings)
+                    .l4_buffer(l4_buffer),
+            );
         }
     }
     server.add_service(proxy);

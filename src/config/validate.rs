@@ -253,7 +253,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         read_buffer_bytes: positive(
             "limits.read_buffer_bytes",
             file.limits.read_buffer_bytes,
-            8 * 1024,
+            1024,
         )?,
     };
     Ok(Config {
