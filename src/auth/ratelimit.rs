@@ -65,10 +65,7 @@ impl RateLimiter {
         rate: Rate,
         now: u64,
     ) -> Result<Result<(), u64>, StoreError> {
-        match store.rate_limit(key, rate, now, false).await {
-            Some(r) => r,
-            None => Ok(self.check(key, rate, now)),
-        }
+        self.shared(store, key, rate, now, false).await
     }
 
     /// Record one event, in `store` when it shares windows.
@@ -96,9 +93,22 @@ impl RateLimiter {
         rate: Rate,
         now: u64,
     ) -> Result<Result<(), u64>, StoreError> {
-        match store.rate_limit(key, rate, now, true).await {
+        self.shared(store, key, rate, now, true).await
+    }
+
+    /// Check (and with `record`, count) in `store` when it shares windows, else locally.
+    async fn shared(
+        &self,
+        store: &dyn TokenStore,
+        key: &str,
+        rate: Rate,
+        now: u64,
+        record: bool,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match store.rate_limit(key, rate, now, record).await {
             Some(r) => r,
-            None => Ok(self.hit_and_check(key, rate, now)),
+            None if record => Ok(self.hit_and_check(key, rate, now)),
+            None => Ok(self.check(key, rate, now)),
         }
     }
 

@@ -322,62 +322,23 @@ async fn login_form(
             "the login form expired; reload the page and try again",
         );
     }
+    // The login page again, with a message, the typed email and the same return_to.
+    let again = |status: u16, message: &str| {
+        page_response(state, req, status, &return_to, Some(message), &email)
+    };
+    const UNAVAILABLE: &str = "Sign-in is unavailable. Try again shortly.";
     let user = match password_login(state, ctx, &email, password).await {
         Ok(u) => u,
         Err(LoginFailure::RateLimited(retry)) => {
-            return page_response(
-                state,
-                req,
-                429,
-                &return_to,
-                Some("Too many attempts. Try again later."),
-                &email,
-            )
-            .header(RETRY_AFTER, HeaderValue::from(retry))
+            return again(429, "Too many attempts. Try again later.")
+                .header(RETRY_AFTER, HeaderValue::from(retry))
         }
-        Err(LoginFailure::Busy) => {
-            return page_response(
-                state,
-                req,
-                503,
-                &return_to,
-                Some("The server is busy. Try again."),
-                &email,
-            )
-        }
-        Err(LoginFailure::Store) => {
-            return page_response(
-                state,
-                req,
-                503,
-                &return_to,
-                Some("Sign-in is unavailable. Try again shortly."),
-                &email,
-            )
-        }
-        Err(_) => {
-            return page_response(
-                state,
-                req,
-                200,
-                &return_to,
-                Some("The email or password is incorrect."),
-                &email,
-            )
-        }
+        Err(LoginFailure::Busy) => return again(503, "The server is busy. Try again."),
+        Err(LoginFailure::Store) => return again(503, UNAVAILABLE),
+        Err(_) => return again(200, "The email or password is incorrect."),
     };
-    let issued = match state.sessions.login(user).await {
-        Ok(i) => i,
-        Err(_) => {
-            return page_response(
-                state,
-                req,
-                503,
-                &return_to,
-                Some("Sign-in is unavailable. Try again shortly."),
-                &email,
-            )
-        }
+    let Ok(issued) = state.sessions.login(user).await else {
+        return again(503, UNAVAILABLE);
     };
     tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, client_ip = %client_key(ctx));
     let location = HeaderValue::from_str(&return_to).unwrap_or(HeaderValue::from_static("/"));

@@ -148,6 +148,16 @@ impl KindStr for ::redis::RedisError {
     }
 }
 
+/// Every key matching `pattern` (SCAN, so the server is never blocked).
+async fn scan_keys(c: &mut ConnectionManager, pattern: String) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    let mut iter: ::redis::AsyncIter<String> = c.scan_match(pattern).await.map_err(unavailable)?;
+    while let Some(k) = iter.next_item().await {
+        keys.push(k.map_err(unavailable)?);
+    }
+    Ok(keys)
+}
+
 fn unix_now() -> u64 {
     crate::clock::Clock::now(&crate::clock::SystemClock)
 }
@@ -409,15 +419,7 @@ impl TokenStore for RedisStore {
 
     async fn revocations(&self, now: u64) -> Result<Vec<Revocation>, StoreError> {
         let mut c = self.conn();
-        let mut keys: Vec<String> = Vec::new();
-        let mut iter: ::redis::AsyncIter<String> = c
-            .scan_match(format!("{P}rev:*"))
-            .await
-            .map_err(unavailable)?;
-        while let Some(k) = iter.next_item().await {
-            keys.push(k.map_err(unavailable)?);
-        }
-        drop(iter);
+        let keys = scan_keys(&mut c, format!("{P}rev:*")).await?;
         let mut out = Vec::new();
         for chunk in keys.chunks(500) {
             let values: Vec<Option<u64>> = c.mget(chunk).await.map_err(unavailable)?;
@@ -439,15 +441,7 @@ impl TokenStore for RedisStore {
     async fn prune(&self, _now: u64) -> Result<(), StoreError> {
         // Every key carries its own expiry; only user sets need their dead members dropped.
         let mut c = self.conn();
-        let mut users: Vec<String> = Vec::new();
-        let mut iter: ::redis::AsyncIter<String> = c
-            .scan_match(format!("{P}user:*"))
-            .await
-            .map_err(unavailable)?;
-        while let Some(k) = iter.next_item().await {
-            users.push(k.map_err(unavailable)?);
-        }
-        drop(iter);
+        let users = scan_keys(&mut c, format!("{P}user:*")).await?;
         for u in users {
             let sids: Vec<String> = c.smembers(&u).await.map_err(unavailable)?;
             for sid in sids {

@@ -132,6 +132,30 @@ pub fn login_json(gw: &Gateway, email: &str, password: &str) -> Resp {
     )
 }
 
+/// A JSON login claiming to come from `xff` (believed only from a trusted proxy).
+fn login_claiming(gw: &Gateway, xff: &str, email: &str, password: &str) -> Resp {
+    let body = json!({"email": email, "password": password}).to_string();
+    post(
+        &gw.url("/auth/login"),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", xff),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// The response clears the refresh cookie (`Max-Age=0`).
+pub fn assert_refresh_cleared(r: &Resp, why: &str) {
+    assert_eq!(
+        set_cookies(r)["__Host-pc_refresh"]
+            .attr("Max-Age")
+            .as_deref(),
+        Some("0"),
+        "{why}"
+    );
+}
+
 pub fn refresh(gw: &Gateway, jar: &Jar) -> Resp {
     post(
         &gw.url("/auth/refresh"),
@@ -438,13 +462,7 @@ fn rotation_grace_replay_and_reuse_detection() {
     let reuse = refresh(&gw, &t0);
     assert_eq!(reuse.status, 403);
     assert_eq!(reuse.json()["error"], "refresh_token_reused");
-    assert_eq!(
-        set_cookies(&reuse)["__Host-pc_refresh"]
-            .attr("Max-Age")
-            .as_deref(),
-        Some("0"),
-        "cookies cleared on 403"
-    );
+    assert_refresh_cleared(&reuse, "cookies cleared on 403");
     // The newest token of the family is dead, and so is its access token.
     let newest = refresh(&gw, &jar);
     assert_eq!(newest.status, 403);
@@ -569,28 +587,15 @@ fn sixth_failed_login_is_rate_limited_and_xff_does_not_help() {
         &up,
     );
     for i in 0..5 {
-        let r = post(
-            &gw.url("/auth/login"),
-            &[
-                ("Content-Type", "application/json"),
-                ("X-Forwarded-For", &format!("10.0.0.{i}")),
-            ],
-            json!({"email": format!("x{i}@example.com"), "password": "bad"})
-                .to_string()
-                .as_bytes(),
+        let r = login_claiming(
+            &gw,
+            &format!("10.0.0.{i}"),
+            &format!("x{i}@example.com"),
+            "bad",
         );
         assert_eq!(r.status, 401, "attempt {}", i + 1);
     }
-    let r = post(
-        &gw.url("/auth/login"),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Forwarded-For", "10.9.9.9"),
-        ],
-        json!({"email": "alice@example.com", "password": PASSWORD})
-            .to_string()
-            .as_bytes(),
-    );
+    let r = login_claiming(&gw, "10.9.9.9", "alice@example.com", PASSWORD);
     assert_eq!(r.status, 429, "the 6th attempt from this peer: {}", r.body);
     assert_eq!(r.json()["error"], "rate_limited");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
@@ -603,16 +608,7 @@ fn sixth_failed_login_is_rate_limited_and_xff_does_not_help() {
         &up2,
     );
     for i in 0..5 {
-        let r = post(
-            &gw2.url("/auth/login"),
-            &[
-                ("Content-Type", "application/json"),
-                ("X-Forwarded-For", &format!("203.0.113.{i}")),
-            ],
-            json!({"email": "carol@example.com", "password": "bad"})
-                .to_string()
-                .as_bytes(),
-        );
+        let r = login_claiming(&gw2, &format!("203.0.113.{i}"), "carol@example.com", "bad");
         assert_eq!(r.status, 401);
     }
     let r = login_json(&gw2, "carol@example.com", PASSWORD);

@@ -120,10 +120,7 @@ fn listen_address_in_use_is_named() {
 #[test]
 fn probe_exit_codes() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app("", &up));
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = run_cli(&["probe", "--url", &gw.url("/healthz")], dir.path());
     assert_eq!(code, 0, "{err}");
@@ -145,10 +142,7 @@ fn shipped_configs_pass_check() {
 #[test]
 fn a_second_process_on_the_same_sled_database_is_refused_clearly() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app("", &up));
     // Same data directory, another port: sled's lock is exclusive.
     let text = std::fs::read_to_string(&gw.config_path)
         .unwrap()

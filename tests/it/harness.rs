@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A free loopback port (bound, read, released).
+/// Config text: `prefix`, then one upstream `app` at `up` behind a public route `/`.
+pub fn public_app(prefix: &str, up: &Upstream) -> String {
+    format!(
+        "{prefix}upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
+        up.addr
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

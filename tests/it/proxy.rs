@@ -161,10 +161,7 @@ fn security_headers_set_mode_overrides_and_401_has_them() {
 #[test]
 fn security_headers_default_mode_keeps_upstream_values() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "security_headers: {{ mode: default }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app("security_headers: { mode: default }\n", &up));
     let r = get(&gw.url("/x"), &[]);
     assert_eq!(r.header_all("x-frame-options"), vec!["DENY".to_string()]);
     assert_eq!(
@@ -177,10 +174,7 @@ fn security_headers_default_mode_keeps_upstream_values() {
 #[test]
 fn forwarding_headers_and_spoofed_identity_on_a_public_route() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app("", &up));
     let r = get(
         &gw.url("/x"),
         &[
@@ -223,9 +217,9 @@ fn forwarding_headers_and_spoofed_identity_on_a_public_route() {
 #[test]
 fn trusted_proxy_chain_is_appended() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  trusted_proxies: [127.0.0.0/8]\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
+    let gw = Gateway::start(&public_app(
+        "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  trusted_proxies: [127.0.0.0/8]\n",
+        &up,
     ));
     get(
         &gw.url("/x"),
@@ -245,10 +239,7 @@ fn trusted_proxy_chain_is_appended() {
 #[test]
 fn oversized_headers_431_and_auth_body_413() {
     let up = Upstream::start();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app("", &up));
     let big = "a".repeat(64 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
     let (status, text) = raw(gw.port, req.as_bytes()).unwrap();
@@ -284,10 +275,7 @@ fn oversized_headers_431_and_auth_body_413() {
 fn probes_are_answered_locally_and_metrics_count_requests() {
     let up = Upstream::start();
     let metrics_port = free_port();
-    let gw = Gateway::start(&format!(
-        "metrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\nhealth: {{ liveness_path: /live, readiness_path: /ready }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
-    ));
+    let gw = Gateway::start(&public_app(&format!("metrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\nhealth: {{ liveness_path: /live, readiness_path: /ready }}\n"), &up));
     let r = get(&gw.url("/live"), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));

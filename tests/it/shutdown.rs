@@ -21,9 +21,9 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
 #[test]
 fn keep_alive_serves_split_requests_then_idles_out_and_sigterm_closes_idle_ones() {
     let up = Upstream::start();
-    let mut gw = Gateway::start(&format!(
-        "server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  grace_period: 5s\n  keepalive_timeout: 1s\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
+    let mut gw = Gateway::start(&public_app(
+        "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  grace_period: 5s\n  keepalive_timeout: 1s\n",
+        &up,
     ));
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     let mut a = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -63,9 +63,9 @@ fn keep_alive_serves_split_requests_then_idles_out_and_sigterm_closes_idle_ones(
 #[test]
 fn sigterm_lets_an_in_flight_request_finish() {
     let up = Upstream::start();
-    let mut gw = Gateway::start(&format!(
-        "server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  grace_period: 3s\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-        up.addr
+    let mut gw = Gateway::start(&public_app(
+        "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  grace_period: 3s\n",
+        &up,
     ));
     let url = gw.url("/slow?ms=1500");
     let slow = std::thread::spawn(move || get(&url, &[]));

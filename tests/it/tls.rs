@@ -14,10 +14,7 @@ fn https_listener_serves_with_generated_certificate() {
     std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
     let tls_port = free_port();
     let gw = Gateway::start_in(
-        &format!(
-            "server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  tls: {{ listen: [\"127.0.0.1:{tls_port}\"], cert: cert.pem, key: key.pem }}\n  public_url: https://localhost:{tls_port}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
-            up.addr
-        ),
+        &public_app(&format!("server:\n  listen: [\"127.0.0.1:{{PORT}}\"]\n  tls: {{ listen: [\"127.0.0.1:{tls_port}\"], cert: cert.pem, key: key.pem }}\n  public_url: https://localhost:{tls_port}\n"), &up),
         dir,
     );
     let cert = ureq::tls::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
