@@ -75,12 +75,30 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanIdle<A> {
         if not_h1 {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
+        // Pingora's task for a connection is sized for its TLS handshake future (about 9 KB)
+        // and would live as long as the connection. The connection moves to a task of its own,
+        // sized for this loop only, and Pingora's task ends here.
+        let this = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { this.serve_h1(stream, &shutdown).await });
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.inner).await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> LeanIdle<A> {
+    /// Pingora's HTTP/1 keep-alive loop, waiting for each request in a small future.
+    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let options = self.inner.server_options();
         let reuse_limit = options.and_then(|o| o.keepalive_request_limit);
         let mut first = true;
         let mut next = Some((stream, None::<HttpPersistentSettings>));
         while let Some((mut stream, persistent)) = next.take() {
             if !wait_for_request(&mut stream, shutdown, self.idle_timeout).await {
-                return None;
+                return;
             }
             let mut session = ServerSession::new_http1(stream);
             if first {
@@ -102,10 +120,5 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanIdle<A> {
                 .await
                 .map(|reused| reused.consume());
         }
-        None
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.inner).await
     }
 }
