@@ -12,7 +12,7 @@ pub mod users;
 
 use crate::config::{AuthMode, Route};
 use crate::gateway::AppState;
-use crate::tokens::access::{Verified, VerifyError};
+use crate::tokens::access::{IdentityValues, Verified, VerifyError};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
@@ -113,14 +113,21 @@ pub fn credential<'a>(req: &'a RequestHeader, access_cookie: &str) -> Credential
     }
 }
 
-/// `None`: not a Bearer credential; `Some(None)`: Bearer but unusable; `Some(Some(t))`.
+/// Is this `Authorization` value of the Bearer scheme? Such a header is ours, never the
+/// application's, whatever follows the scheme.
+pub fn is_bearer(value: &[u8]) -> bool {
+    let scheme = value.split(|&b| b == b' ').next().unwrap_or(value);
+    scheme.eq_ignore_ascii_case(b"bearer")
+}
+
+/// `None`: not a Bearer credential; `Some(None)`: Bearer but unusable (empty, or bytes that
+/// are not text); `Some(Some(t))`.
 pub fn bearer_token(value: &[u8]) -> Option<Option<&str>> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (scheme, token) = s.split_once(' ').unwrap_or((s, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !is_bearer(value) {
         return None;
     }
-    Some(Some(token).filter(|t| !t.is_empty()))
+    let token = value.get("bearer ".len()..).unwrap_or_default();
+    Some(std::str::from_utf8(token).ok().filter(|t| !t.is_empty()))
 }
 
 /// The value of cookie `name`: `None` when absent, `Some(None)` when sent more than once
@@ -225,7 +232,12 @@ pub async fn authenticate(
     };
     match state.sessions.refresh_shared(refresh).await {
         Ok(issued) => {
+            let u = &issued.user;
+            let Ok(wire) = IdentityValues::new(&u.id, &u.email, &u.roles) else {
+                return (Decision::Deny(failure), cookies::clear_all(c));
+            };
             let identity = Arc::new(Verified {
+                wire,
                 sub: issued.user.id.clone(),
                 email: issued.user.email.clone(),
                 roles: issued.user.roles.clone(),
@@ -257,4 +269,30 @@ pub fn is_navigation(req: &RequestHeader) -> bool {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_read_from_bytes() {
+        assert_eq!(bearer_token(b"Bearer abc.def"), Some(Some("abc.def")));
+        assert_eq!(bearer_token(b"bEaReR abc"), Some(Some("abc")));
+        // Ours but unusable: refused, never passed to the application.
+        assert_eq!(bearer_token(b"Bearer"), Some(None));
+        assert_eq!(bearer_token(b"Bearer "), Some(None));
+        assert_eq!(bearer_token(b"Bearer \xff\xfe"), Some(None));
+        assert!(is_bearer(b"Bearer \xff\xfe"));
+        // Another scheme is the application's.
+        for other in [
+            &b"Basic dXNlcjpwYXNz"[..],
+            b"Bearerx abc",
+            b"\xffBearer abc",
+            b"",
+        ] {
+            assert_eq!(bearer_token(other), None);
+            assert!(!is_bearer(other));
+        }
+    }
 }

@@ -18,6 +18,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use pingora::time::fast_timeout::fast_timeout;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,9 @@ async fn wait_for_request(
     tokio::select! {
         // `try_peek` reads one byte and rewinds it; streams that cannot peek (TLS) answer
         // `false` at once and go straight to Pingora, as before.
-        peeked = tokio::time::timeout(idle_timeout, stream.try_peek(&mut first)) => {
+        // Pingora's coarse timer (10 ms ticks, one shared clock thread): a tokio timer would
+        // wake the runtime's driver through an eventfd write on every request.
+        peeked = fast_timeout(idle_timeout, stream.try_peek(&mut first)) => {
             matches!(peeked, Ok(Ok(_)))
         }
         _ = stopping => false,

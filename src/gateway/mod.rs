@@ -453,9 +453,9 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Request-Id", ctx.id.as_str())?;
         if let Some(id) = &ctx.identity {
             let [user, email, roles] = &s.identity_names;
-            upstream.insert_header(user.clone(), id.sub.as_str())?;
-            upstream.insert_header(email.clone(), id.email.as_str())?;
-            upstream.insert_header(roles.clone(), id.roles.join(","))?;
+            upstream.insert_header(user.clone(), id.wire.user.clone())?;
+            upstream.insert_header(email.clone(), id.wire.email.clone())?;
+            upstream.insert_header(roles.clone(), id.wire.roles.clone())?;
             match &ctx.access_token {
                 Some(t) => {
                     upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
@@ -465,7 +465,7 @@ impl ProxyHttp for Gateway {
                     let is_bearer = upstream
                         .headers
                         .get(http::header::AUTHORIZATION)
-                        .is_some_and(|v| auth::bearer_token(v.as_bytes()).is_some());
+                        .is_some_and(|v| auth::is_bearer(v.as_bytes()));
                     if is_bearer {
                         upstream.remove_header(&http::header::AUTHORIZATION);
                     }

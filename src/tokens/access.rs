@@ -50,6 +50,30 @@ pub struct Verified {
     pub exp: u64,
     /// The issuer (ours or a trusted external one).
     pub iss: String,
+    /// `sub`, `email` and the roles joined by `,` as header values, built once per verified
+    /// token (and cached with it) instead of on every request.
+    pub wire: IdentityValues,
+}
+
+/// The identity header values the upstream receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityValues {
+    pub user: http::HeaderValue,
+    pub email: http::HeaderValue,
+    pub roles: http::HeaderValue,
+}
+
+impl IdentityValues {
+    /// A claim that cannot be sent as a header value (control characters) makes the token
+    /// invalid: it could not be forwarded faithfully.
+    pub fn new(sub: &str, email: &str, roles: &[String]) -> Result<Self, VerifyError> {
+        let value = |s: &str| http::HeaderValue::from_str(s).map_err(|_| VerifyError::Invalid);
+        Ok(IdentityValues {
+            user: value(sub)?,
+            email: value(email)?,
+            roles: value(&roles.join(","))?,
+        })
+    }
 }
 
 /// Why a token was refused. Clients only learn the SPEC code; logs get the variant.
@@ -96,7 +120,9 @@ pub struct TokenService {
     access_ttl: u64,
     leeway: u64,
     /// `None` when `tokens.cache_size` is 0.
-    cache: Option<Cache<String, Arc<Verified>>>,
+    /// Hashed with foldhash (randomly seeded): SipHash over a 600-byte token was a visible
+    /// share of a cached request. Only verified tokens are inserted, so nobody can choose keys.
+    cache: Option<Cache<String, Arc<Verified>, foldhash::fast::RandomState>>,
 }
 
 struct UntilExp;
@@ -228,7 +254,7 @@ impl TokenService {
                 Cache::builder()
                     .max_capacity(cfg.cache_size)
                     .expire_after(UntilExp)
-                    .build()
+                    .build_with_hasher(foldhash::fast::RandomState::default())
             }),
         }
     }
@@ -356,7 +382,9 @@ impl TokenService {
         if c.sub.is_empty() || c.jti.is_empty() || c.sid.is_empty() {
             return Err(VerifyError::Invalid);
         }
+        let wire = IdentityValues::new(&c.sub, &c.email, &c.roles)?;
         Ok(Verified {
+            wire,
             sub: c.sub,
             email: c.email,
             roles: c.roles,
@@ -507,6 +535,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn identity_values_are_built_once_and_control_characters_refuse_the_token() {
+        let (svc, _dir) = service(Algorithm::EdDSA, ManualClock::new(NOW));
+        let v = block(svc.verify(&issue(&svc, "sid1").token)).unwrap();
+        assert_eq!(v.wire.user, "alice");
+        assert_eq!(v.wire.email, "alice@example.com");
+        assert_eq!(v.wire.roles, "admin");
+        // Validly signed, but `sub` could not be sent upstream as one header: invalid, not a 500.
+        let token = svc
+            .issue(
+                &Subject {
+                    sub: "mallory\r\nX-Forwarded-User: admin",
+                    email: "m@example.com",
+                    roles: &[],
+                },
+                "sid2",
+            )
+            .unwrap()
+            .token;
+        assert_eq!(block(svc.verify(&token)).unwrap_err(), VerifyError::Invalid);
+        let roles = ["a".to_string(), "b".to_string()];
+        assert_eq!(IdentityValues::new("u", "", &roles).unwrap().roles, "a,b");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! a TTL, refetched on an unknown `kid` at most once per 30 s, roles read from a configured
 //! claim path. Header parameters that point elsewhere (`jku`, `x5u`) are never followed.
 
-use super::access::{check_times, Verified, VerifyError};
+use super::access::{check_times, IdentityValues, Verified, VerifyError};
 use super::jws::JwsKey;
 use super::keys::alg_name;
 use crate::config::TrustedIssuer;
@@ -179,7 +179,7 @@ impl Issuer {
         for seg in &self.config.roles_claim {
             roles_value = roles_value.and_then(|v| v.get(seg));
         }
-        let roles = roles_value
+        let roles: Vec<String> = roles_value
             .and_then(|v| v.as_array())
             .map(|a| {
                 a.iter()
@@ -187,13 +187,11 @@ impl Issuer {
                     .collect()
             })
             .unwrap_or_default();
+        let email = c.get("email").and_then(|e| e.as_str()).unwrap_or("");
         Ok(Verified {
+            wire: IdentityValues::new(sub, email, &roles)?,
             sub: sub.to_string(),
-            email: c
-                .get("email")
-                .and_then(|e| e.as_str())
-                .unwrap_or("")
-                .to_string(),
+            email: email.to_string(),
             roles,
             sid: String::new(),
             jti: c
