@@ -372,6 +372,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No downstream modules. Pingora's default adds a response-compression module that is
+    /// disabled (level 0) yet still allocates its context and runs its filters on every
+    /// request; the gateway never compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             id: self.state.next_request_id(),
@@ -436,7 +441,8 @@ impl ProxyHttp for Gateway {
         };
         upstream.insert_header("X-Forwarded-For", xff)?;
         if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            upstream.insert_header("X-Forwarded-Proto", if ctx.tls { "https" } else { "http" })?;
+            let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+            upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
         if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-host")) {
             let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
