@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use http::header::{CONNECTION, COOKIE};
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 /// Headers only the gateway (or a trusted proxy in front of it) may set.
@@ -89,8 +89,8 @@ impl Protected {
 
 /// Keep only the `Connection` options that are not header names, so a client cannot nominate
 /// a header the gateway sets (`Connection: X-Forwarded-User`) for removal by a later hop.
-pub fn sanitize_connection(req: &mut RequestHeader) {
-    let Some(value) = req.headers.get(CONNECTION).and_then(|v| v.to_str().ok()) else {
+pub fn sanitize_connection(h: &mut HeaderMap) {
+    let Some(value) = h.get(CONNECTION).and_then(|v| v.to_str().ok()) else {
         return;
     };
     let kept: Vec<&str> = value
@@ -104,18 +104,17 @@ pub fn sanitize_connection(req: &mut RequestHeader) {
         .collect();
     let kept = kept.join(", ");
     if kept.is_empty() {
-        req.remove_header(&CONNECTION);
+        h.remove(CONNECTION);
     } else if let Ok(v) = HeaderValue::from_str(&kept) {
-        let _ = req.insert_header(CONNECTION, v);
+        h.insert(CONNECTION, v);
     }
 }
 
-/// Remove the gateway's own cookies from the `Cookie` header(s) sent upstream.
-pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) {
-    let values: Vec<HeaderValue> = req.headers.get_all(COOKIE).iter().cloned().collect();
-    if values.is_empty() {
+pub fn strip_cookies(h: &mut HeaderMap, names: &[&String]) {
+    if !h.contains_key(COOKIE) {
         return;
     }
+    let values: Vec<HeaderValue> = h.get_all(COOKIE).iter().cloned().collect();
     let mut kept = Vec::new();
     for v in &values {
         let Ok(s) = v.to_str() else { continue };
@@ -125,15 +124,15 @@ pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) {
                 continue;
             }
             let name = pair.split('=').next().unwrap_or("").trim();
-            if !names.contains(&name) {
+            if !names.iter().any(|n| n.as_str() == name) {
                 kept.push(pair);
             }
         }
     }
-    req.remove_header(&COOKIE);
+    h.remove(COOKIE);
     if !kept.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            let _ = req.insert_header(COOKIE, v);
+            h.insert(COOKIE, v);
         }
     }
 }
@@ -167,14 +166,22 @@ mod tests {
 
     #[test]
     fn cookies_and_connection() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("Cookie", "a=1; pc_access=x; b=2")
-            .unwrap();
-        req.append_header("Connection", "keep-alive, X-Forwarded-User")
-            .unwrap();
-        strip_cookies(&mut req, &["pc_access"]);
-        sanitize_connection(&mut req);
-        assert_eq!(req.headers.get("cookie").unwrap(), "a=1; b=2");
-        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; pc_access=x; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("pc_csrf=y"));
+        h.append(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Forwarded-User"),
+        );
+        strip_cookies(&mut h, &[&"pc_access".to_string(), &"pc_csrf".to_string()]);
+        sanitize_connection(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        assert_eq!(h.get(CONNECTION).unwrap(), "keep-alive");
+        let mut only_ours = HeaderMap::new();
+        only_ours.append(COOKIE, HeaderValue::from_static("pc_access=x"));
+        only_ours.append(CONNECTION, HeaderValue::from_static("X-Forwarded-User"));
+        strip_cookies(&mut only_ours, &[&"pc_access".to_string()]);
+        sanitize_connection(&mut only_ours);
+        assert!(only_ours.is_empty());
     }
 }

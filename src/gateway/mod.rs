@@ -6,6 +6,7 @@
 //! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
 //! - `idle.rs`: idle keep-alive connections wait in a small future, not Pingora's request one
 
+pub mod header_edit;
 pub mod identity;
 pub mod idle;
 pub mod routing;
@@ -19,6 +20,7 @@ use crate::metrics::{status_class, Metrics};
 use crate::routes::response::{send, LocalResponse};
 use crate::store::SharedStore;
 use async_trait::async_trait;
+use header_edit::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use http::header::{HOST, LOCATION, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -45,9 +47,6 @@ pub struct AppState {
     /// Open WebSockets, closed when their session is revoked.
     pub websockets: Arc<websocket::WsRegistry>,
     pub protected: identity::Protected,
-    pub security_headers: security_headers::Prepared,
-    /// Identity header names in their wire spelling, computed once.
-    pub identity_names: [bytes::Bytes; 3],
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
     /// Metric series per route, in route order.
@@ -85,11 +84,6 @@ impl AppState {
         AppState {
             route_series,
             protected: identity::Protected::new(&config),
-            security_headers: security_headers::Prepared::new(&config.security_headers),
-            identity_names: {
-                let ih = &config.identity_headers;
-                [&ih.user, &ih.email, &ih.roles].map(security_headers::wire_name)
-            },
             request_prefix: format!("{:08x}", rand::random::<u32>()),
             request_counter: AtomicU64::new(0),
             metrics,
@@ -428,58 +422,63 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let s = &self.state;
         let cfg = &s.config;
-        identity::sanitize_connection(upstream);
-        // X-Forwarded-*: chained from a trusted proxy, otherwise ours alone.
-        let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if ctx.peer_trusted => format!("{prev}, {peer}"),
-            _ => peer,
+        let c = &cfg.cookies;
+        let gateway_cookies = [&c.access_name, &c.refresh_name, &c.csrf_name];
+        // Forwarded for the client: its host, or the request target's authority.
+        let host = {
+            let down = session.req_header();
+            down.headers.get(HOST).cloned().or_else(|| {
+                let authority = down.uri.authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            })
         };
-        upstream.insert_header("X-Forwarded-For", xff)?;
-        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
-            let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-            upstream.insert_header("X-Forwarded-Proto", proto)?;
-        }
-        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-host")) {
-            let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
-                session
-                    .req_header()
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
-            if let Some(host) = host {
-                upstream.insert_header("X-Forwarded-Host", host)?;
+        header_edit::request(upstream, |h| {
+            identity::sanitize_connection(h);
+            identity::strip_cookies(h, &gateway_cookies);
+            h.reserve(8);
+            // X-Forwarded-*: chained from a trusted proxy, otherwise ours alone.
+            let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(prev) if ctx.peer_trusted => format!("{prev}, {peer}"),
+                _ => peer,
+            };
+            if let Ok(v) = HeaderValue::try_from(xff) {
+                h.insert(X_FORWARDED_FOR, v);
             }
-        }
-        upstream.insert_header("X-Request-Id", ctx.id.as_str())?;
-        if let Some(id) = &ctx.identity {
-            let [user, email, roles] = &s.identity_names;
-            upstream.insert_header(user.clone(), id.wire.user.clone())?;
-            upstream.insert_header(email.clone(), id.wire.email.clone())?;
-            upstream.insert_header(roles.clone(), id.wire.roles.clone())?;
+            if !(ctx.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+                let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+                h.insert(X_FORWARDED_PROTO, proto);
+            }
+            if !(ctx.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
+                if let Some(host) = host {
+                    h.insert(X_FORWARDED_HOST, host);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+                h.insert(X_REQUEST_ID, v);
+            }
+            let Some(id) = &ctx.identity else { return };
+            let ih = &cfg.identity_headers;
+            h.insert(ih.user.clone(), id.wire.user.clone());
+            h.insert(ih.email.clone(), id.wire.email.clone());
+            h.insert(ih.roles.clone(), id.wire.roles.clone());
             match &ctx.access_token {
                 Some(t) => {
-                    upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
+                    if let Ok(v) = HeaderValue::try_from(format!("Bearer {t}")) {
+                        h.insert(http::header::AUTHORIZATION, v);
+                    }
                 }
+                // Our bearer token is for us, not for the application.
                 None => {
-                    // Our bearer token is for us, not for the application.
-                    let is_bearer = upstream
-                        .headers
+                    let is_bearer = h
                         .get(http::header::AUTHORIZATION)
                         .is_some_and(|v| auth::is_bearer(v.as_bytes()));
                     if is_bearer {
-                        upstream.remove_header(&http::header::AUTHORIZATION);
+                        h.remove(http::header::AUTHORIZATION);
                     }
                 }
             }
-        }
-        let c = &cfg.cookies;
-        identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);
+        })?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -528,25 +527,26 @@ impl ProxyHttp for Gateway {
             &cfg.cookies.refresh_name,
             &cfg.cookies.csrf_name,
         ];
-        let set_cookies: Vec<HeaderValue> = resp
-            .headers
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .cloned()
-            .collect();
-        if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
-            resp.remove_header(&http::header::SET_COOKIE);
-            for v in set_cookies
-                .into_iter()
-                .filter(|v| !cookie_is_ours(v, &ours))
-            {
-                resp.append_header(http::header::SET_COOKIE, v)?;
+        header_edit::response(resp, |h| {
+            let set_cookies: Vec<HeaderValue> = h
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
+            if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
+                h.remove(http::header::SET_COOKIE);
+                for v in set_cookies
+                    .into_iter()
+                    .filter(|v| !cookie_is_ours(v, &ours))
+                {
+                    h.append(http::header::SET_COOKIE, v);
+                }
             }
-        }
-        for v in ctx.set_cookies.drain(..) {
-            resp.append_header(http::header::SET_COOKIE, v)?;
-        }
-        security_headers::apply(resp, &self.state.security_headers);
+            for v in ctx.set_cookies.drain(..) {
+                h.append(http::header::SET_COOKIE, v);
+            }
+            security_headers::apply(h, &cfg.security_headers);
+        })?;
         Ok(())
     }
 
