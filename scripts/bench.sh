@@ -198,17 +198,19 @@ done
 
 # The cached-auth target is a ratio to our own public route, within a few percent of 1; runs
 # seconds apart drift more than that here, so it gets short back-to-back runs of its own.
-PAIRS=${BENCH_PAIRS:-10}
-log "paired A/B: public route and cached RS256, EdDSA, ES256 (order reversed every other group), $PAIRS times x 2s"
+PAIRS=${BENCH_PAIRS:-12}
+log "paired A/B: public route and cached RS256, EdDSA, ES256 (order rotated each group), $PAIRS times x 2s"
 ab_rs() { run "A/B: portcullis auth RS256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$RS"; }
 ab_ed() { run "A/B: portcullis auth EdDSA (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.ed")"; }
 ab_es() { run "A/B: portcullis auth ES256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.es")"; }
 ab_pub() { run "A/B: portcullis public route" "$PC_PID" "http://127.0.0.1:$PC/pub/x"; }
-# The public run comes first in odd groups and last in even ones: a run's place in the group
-# (what ran just before, how long the box has been busy) then weighs on both sides alike.
+# The four runs of a group rotate by one place per group: over every four groups each route
+# runs once in each place, so a run's place in the group (how long the box has been busy
+# with it) weighs on all routes alike.
+AB_RUNS=(ab_pub ab_rs ab_ed ab_es)
 for p in $(seq 1 "$PAIRS"); do
   ROUND="ab$p" RUN_SECS=2
-  if ((p % 2)); then ab_pub; ab_rs; ab_ed; ab_es; else ab_es; ab_ed; ab_rs; ab_pub; fi
+  for i in 0 1 2 3; do "${AB_RUNS[$(((p + i) % 4))]}"; done
 done
 # The new-token target compares two processes whose rates are within a few percent: in the
 # rounds above their runs are half a minute apart, so they also get back-to-back pairs.
