@@ -65,12 +65,9 @@ printf 'users:\n  bench:\n    email: bench@example.com\n    password: "%s"\n' \
   "$(printf 'not the password' | "$BIN" hash-password --password-stdin)" >"$WORK/users.yaml"
 
 log "upstream (nginx, fixed small body), nginx proxy, HAProxy jwt_verify, portcullis"
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1; master_process off; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
-CONF
+# shellcheck source=scripts/bench/upstream.sh
+source scripts/bench/upstream.sh
+upstream_conf "$WORK" "$UP" >"$WORK/upstream.conf"
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 1; master_process off; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 events { worker_connections 16384; }

@@ -40,12 +40,9 @@ UP=$(port)
 (cd "$WORK" && "$BIN" keygen --alg RS256 --kid rs --out keys >/dev/null)
 python3 scripts/bench/tokens.py "$WORK/keys" RS256 rs 1 >"$WORK/one.tok"
 python3 scripts/bench/tokens.py "$WORK/keys" RS256 rs "$((N + 200))" >"$WORK/many.tok"
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1; master_process off; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err;
-events { worker_connections 64; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
-CONF
+# shellcheck source=scripts/bench/upstream.sh
+source scripts/bench/upstream.sh
+upstream_conf "$WORK" "$UP" >"$WORK/upstream.conf"
 nginx -c "$WORK/upstream.conf" -p "$WORK" &
 PIDS+=($!)
 
