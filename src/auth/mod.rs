@@ -75,7 +75,8 @@ pub enum Decision {
 
 /// Credentials found on a request.
 pub enum Credential<'a> {
-    Bearer(&'a str),
+    /// The header's bytes: checked as text only when the verified-token cache misses.
+    Bearer(&'a [u8]),
     Cookie(&'a str),
     /// Something unusable: two access cookies, a non-Bearer scheme, bytes that are not text.
     Ambiguous,
@@ -85,7 +86,8 @@ pub enum Credential<'a> {
 impl<'a> Credential<'a> {
     pub fn token(&self) -> Option<&'a str> {
         match self {
-            Credential::Bearer(t) | Credential::Cookie(t) => Some(t),
+            Credential::Bearer(t) => std::str::from_utf8(t).ok(),
+            Credential::Cookie(t) => Some(t),
             _ => None,
         }
     }
@@ -120,14 +122,14 @@ pub fn is_bearer(value: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer")
 }
 
-/// `None`: not a Bearer credential; `Some(None)`: Bearer but unusable (empty, or bytes that
-/// are not text); `Some(Some(t))`.
-pub fn bearer_token(value: &[u8]) -> Option<Option<&str>> {
+/// `None`: not a Bearer credential; `Some(None)`: Bearer but empty; `Some(Some(t))`. Bytes
+/// that are not text are refused by verification (they can never be in the token cache).
+pub fn bearer_token(value: &[u8]) -> Option<Option<&[u8]>> {
     if !is_bearer(value) {
         return None;
     }
     let token = value.get("bearer ".len()..).unwrap_or_default();
-    Some(std::str::from_utf8(token).ok().filter(|t| !t.is_empty()))
+    Some(Some(token).filter(|t| !t.is_empty()))
 }
 
 /// The value of cookie `name`: `None` when absent, `Some(None)` when sent more than once
@@ -277,12 +279,16 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_read_from_bytes() {
-        assert_eq!(bearer_token(b"Bearer abc.def"), Some(Some("abc.def")));
-        assert_eq!(bearer_token(b"bEaReR abc"), Some(Some("abc")));
+        assert_eq!(bearer_token(b"Bearer abc.def"), Some(Some(&b"abc.def"[..])));
+        assert_eq!(bearer_token(b"bEaReR abc"), Some(Some(&b"abc"[..])));
         // Ours but unusable: refused, never passed to the application.
         assert_eq!(bearer_token(b"Bearer"), Some(None));
         assert_eq!(bearer_token(b"Bearer "), Some(None));
-        assert_eq!(bearer_token(b"Bearer \xff\xfe"), Some(None));
+        // Not text: ours, and left to verification to refuse (tested there).
+        assert_eq!(
+            bearer_token(b"Bearer \xff\xfe"),
+            Some(Some(&b"\xff\xfe"[..]))
+        );
         assert!(is_bearer(b"Bearer \xff\xfe"));
         // Another scheme is the application's.
         for other in [

@@ -21,7 +21,7 @@ use crate::routes::response::{send, LocalResponse};
 use crate::store::SharedStore;
 use async_trait::async_trait;
 use header_edit::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-use http::header::{HOST, LOCATION, WWW_AUTHENTICATE};
+use http::header::{Entry, HOST, LOCATION, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -186,6 +186,20 @@ fn headers_too_large(req: &RequestHeader, limits: &crate::config::Limits) -> boo
 pub fn login_url(path_and_query: &str) -> String {
     let encoded: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
     format!("/auth/login?return_to={encoded}")
+}
+
+/// Of several `Authorization` values, drop the Bearer ones and keep the others in order.
+fn remove_bearer_values(h: &mut http::HeaderMap) {
+    if let Entry::Occupied(e) = h.entry(http::header::AUTHORIZATION) {
+        let others: Vec<HeaderValue> = e
+            .remove_entry_mult()
+            .1
+            .filter(|v| !auth::is_bearer(v.as_bytes()))
+            .collect();
+        for v in others {
+            h.append(http::header::AUTHORIZATION, v);
+        }
+    }
 }
 
 /// The response for an authentication failure: 302 for navigations, JSON otherwise.
@@ -468,13 +482,17 @@ impl ProxyHttp for Gateway {
                         h.insert(http::header::AUTHORIZATION, v);
                     }
                 }
-                // Our bearer token is for us, not for the application.
+                // Bearer tokens are for us, not for the application (other schemes, such as
+                // Basic for the legacy app itself, go through).
                 None => {
-                    let is_bearer = h
-                        .get(http::header::AUTHORIZATION)
-                        .is_some_and(|v| auth::is_bearer(v.as_bytes()));
-                    if is_bearer {
+                    let mut values = h.get_all(http::header::AUTHORIZATION).iter();
+                    let first_is_bearer =
+                        values.next().is_some_and(|v| auth::is_bearer(v.as_bytes()));
+                    let more = values.next().is_some();
+                    if first_is_bearer && !more {
                         h.remove(http::header::AUTHORIZATION);
+                    } else if more {
+                        remove_bearer_values(h);
                     }
                 }
             }

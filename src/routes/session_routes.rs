@@ -501,9 +501,8 @@ async fn authenticated(
     match credential(req, &state.config.cookies.access_name) {
         Credential::None => Err(Failure::TokenRequired),
         Credential::Ambiguous => Err(Failure::InvalidToken),
-        Credential::Bearer(t) | Credential::Cookie(t) => {
-            state.tokens.verify(t).await.map_err(failure_for)
-        }
+        Credential::Bearer(t) => state.tokens.verify(t).await.map_err(failure_for),
+        Credential::Cookie(t) => state.tokens.verify(t).await.map_err(failure_for),
     }
 }
 

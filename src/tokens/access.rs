@@ -120,17 +120,53 @@ pub struct TokenService {
     /// `None` when `tokens.cache_size` is 0. At most `cache_size` tokens; an expired entry is
     /// refused on lookup (exp is checked after every hit) and evicted as new tokens come in.
     /// quick_cache, hashed with foldhash (randomly seeded): a hit is a sharded read lock and
-    /// one hash of the token, about a third of what moka's bookkeeping cost per request. Only
+    /// one short hash, about a third of what moka's bookkeeping cost per request. Only
     /// verified tokens are inserted, so nobody can choose the keys.
     cache: Option<TokenCache>,
 }
 
 type TokenCache = quick_cache::sync::Cache<
-    String,
+    CachedToken,
     Arc<Verified>,
     quick_cache::UnitWeighter,
     foldhash::fast::RandomState,
 >;
+
+/// How many trailing bytes of a token the cache hashes: in a compact JWS they are signature
+/// bytes, which nobody can choose for a token that verifies.
+const HASHED_TAIL: usize = 32;
+
+/// Hash the last [`HASHED_TAIL`] bytes. A lookup still compares the whole token, so a
+/// forged token that shares a real one's tail is only a miss; hashing 32 bytes instead of a
+/// whole RS256 token saves about 300 instructions per request.
+fn hash_tail<H: std::hash::Hasher>(token: &[u8], state: &mut H) {
+    state.write(&token[token.len().saturating_sub(HASHED_TAIL)..]);
+}
+
+/// A cache key: the whole token, as received.
+#[derive(PartialEq, Eq)]
+struct CachedToken(Box<[u8]>);
+
+impl std::hash::Hash for CachedToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_tail(&self.0, state);
+    }
+}
+
+/// A lookup by the bytes of a request's token, without copying them.
+struct TokenBytes<'a>(&'a [u8]);
+
+impl std::hash::Hash for TokenBytes<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_tail(self.0, state);
+    }
+}
+
+impl quick_cache::Equivalent<CachedToken> for TokenBytes<'_> {
+    fn equivalent(&self, key: &CachedToken) -> bool {
+        *self.0 == *key.0
+    }
+}
 
 /// Random URL-safe id of `bytes` random bytes.
 pub fn random_id(bytes: usize) -> String {
@@ -139,20 +175,36 @@ pub fn random_id(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The base64url alphabet, as a table: one lookup per byte of a token of up to 8 KiB.
-const B64URL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        i += 1;
-    }
-    t
-};
+/// Is `b` in the base64url alphabet or a `.`? Branch-free, so a loop of it vectorizes.
+#[inline(always)]
+fn jws_byte(b: u8) -> bool {
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'_')
+        | (b == b'.')
+}
 
-fn is_b64url(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|b| B64URL[*b as usize])
+/// The three segments of a compact JWS: every byte base64url or one of exactly two dots, no
+/// segment empty. The bytes are checked 32 at a time into lane-wise accumulators, which the
+/// compiler turns into SIMD: about 1,300 instructions for a 730-byte RS256 token, where a
+/// table lookup per byte took about 4,500 (measured under callgrind).
+fn split_compact(token: &str) -> Option<(&str, &str, &str)> {
+    let mut bad = [0u8; 32];
+    let mut chunks = token.as_bytes().chunks_exact(32);
+    for chunk in &mut chunks {
+        for (acc, &b) in bad.iter_mut().zip(chunk) {
+            *acc |= u8::from(!jws_byte(b));
+        }
+    }
+    let tail_ok = chunks.remainder().iter().all(|&b| jws_byte(b));
+    if !tail_ok || bad != [0u8; 32] {
+        return None;
+    }
+    let (h, rest) = token.split_once('.')?;
+    let (p, s) = rest.split_once('.')?;
+    let ok = !h.is_empty() && !p.is_empty() && !s.is_empty() && !s.contains('.');
+    ok.then_some((h, p, s))
 }
 
 /// `true` when the member is present at all, whatever its value (`"jku": null` included).
@@ -187,15 +239,7 @@ fn precheck<'b>(token: &str, buf: &'b mut Vec<u8>) -> Result<JoseHeader<'b>, Ver
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed);
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed);
-    };
-    if !(is_b64url(h.as_bytes()) && is_b64url(p.as_bytes()) && is_b64url(s.as_bytes())) {
-        return Err(VerifyError::Malformed);
-    }
+    let (h, _, _) = split_compact(token).ok_or(VerifyError::Malformed)?;
     if h.len() > MAX_HEADER_LEN {
         return Err(VerifyError::BadHeader);
     }
@@ -293,16 +337,23 @@ impl TokenService {
         })
     }
 
-    /// Verify `token` (cached), then check revocation.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, VerifyError> {
+    /// Verify `token` (cached), then check revocation. Takes bytes as they came in the
+    /// header: a cache hit needs no UTF-8 check, since only tokens that verified (and so were
+    /// text) are cached.
+    pub async fn verify(
+        &self,
+        token: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Arc<Verified>, VerifyError> {
+        let token = token.as_ref();
         let now = self.clock.now();
-        let verified = match self.cache.as_ref().and_then(|c| c.get(token)) {
+        let verified = match self.cache.as_ref().and_then(|c| c.get(&TokenBytes(token))) {
             Some(v) => v,
             None => {
                 tracing::debug!(target: "portcullis::tokens", "verified-token cache miss");
-                let v = Arc::new(self.verify_uncached(token, now).await?);
+                let text = std::str::from_utf8(token).map_err(|_| VerifyError::Malformed)?;
+                let v = Arc::new(self.verify_uncached(text, now).await?);
                 if let Some(c) = &self.cache {
-                    c.insert(token.to_string(), v.clone());
+                    c.insert(CachedToken(token.into()), v.clone());
                 }
                 v
             }
@@ -583,6 +634,41 @@ mod tests {
     }
 
     #[test]
+    fn a_token_that_shares_a_cached_tokens_hashed_tail_is_not_a_hit() {
+        // The cache hashes only the signature's last bytes: a forged token
+        // with another payload under a real token's signature has the same hash, and must
+        // still be compared whole and verified (and fail).
+        let (svc, _dir) = service_with(Algorithm::HS256, ManualClock::new(NOW), "cache_size: 8, ");
+        let real = issue(&svc, "sid1").token;
+        assert!(block(svc.verify(&real)).is_ok());
+        let (head, rest) = real.split_once('.').unwrap();
+        let (payload, sig) = rest.split_once('.').unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["sub"] = "mallory".into();
+        let mut forged_payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        // Same length as the real payload: only the whole comparison tells them apart.
+        forged_payload.truncate(payload.len());
+        while forged_payload.len() < payload.len() {
+            forged_payload.push('A');
+        }
+        let forged = format!("{head}.{forged_payload}.{sig}");
+        assert_eq!(forged.len(), real.len());
+        assert_ne!(forged, real);
+        let tail = |t: &str| t.as_bytes()[t.len() - HASHED_TAIL..].to_vec();
+        assert_eq!(tail(&forged), tail(&real));
+        assert!(block(svc.verify(&forged)).is_err());
+        // Bytes that are not text are refused, cached or not.
+        let mut binary = real.clone().into_bytes();
+        binary[0] = 0xff;
+        assert_eq!(
+            block(svc.verify(&binary[..])).unwrap_err(),
+            VerifyError::Malformed
+        );
+        assert!(block(svc.verify(&real)).is_ok());
+    }
+
+    #[test]
     fn revocation_is_checked_after_a_cache_hit() {
         let (svc, _dir) = service(Algorithm::EdDSA, ManualClock::new(NOW));
         let issued = issue(&svc, "sid9");
@@ -613,6 +699,24 @@ mod tests {
             &"a".repeat(MAX_TOKEN_LEN + 1),
         ] {
             assert!(precheck(bad, &mut Vec::new()).is_err(), "{bad:.40}");
+        }
+    }
+
+    #[test]
+    fn split_compact_checks_every_byte() {
+        assert_eq!(split_compact("a-_.B9.c"), Some(("a-_", "B9", "c")));
+        let long = |seg: &str| format!("{}.{seg}.{}", "h".repeat(40), "s".repeat(342));
+        assert!(split_compact(&long(&"p".repeat(300))).is_some());
+        // A bad byte anywhere, also deep inside a long token (the vectorized part).
+        for bad in ["+", "/", "=", " ", "\n", "\0", "é", "."] {
+            for at in [0, 17, 150, 299] {
+                let mut p = "p".repeat(300);
+                p.replace_range(at..at + 1, bad);
+                assert_eq!(split_compact(&long(&p)), None, "{bad:?} at {at}");
+            }
+        }
+        for bad in ["", ".", "..", "a.b", "a.b.c.d", ".b.c", "a..c", "a.b."] {
+            assert_eq!(split_compact(bad), None, "{bad:?}");
         }
     }
 

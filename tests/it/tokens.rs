@@ -154,6 +154,31 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
         Some("theme=dark"),
         "our cookie stripped upstream"
     );
+    // The legacy app's own Basic credentials go through; a Bearer value sent next to them
+    // (anyone's token) never reaches the application.
+    let r = get(
+        &s.gw.url("/page"),
+        &[
+            ("Cookie", &format!("__Host-pc_access={t}")),
+            ("Authorization", "Basic dXNlcjpwYXNz"),
+            (
+                "Authorization",
+                &format!("Bearer {}", s.valid(Algorithm::RS256)),
+            ),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = s.up.requests().pop().unwrap();
+    assert_eq!(seen.header_all("authorization"), ["Basic dXNlcjpwYXNz"]);
+    // A Bearer token that is not text: refused, not forwarded.
+    let before = s.up.count();
+    let (status, _) = raw(
+        s.gw.port,
+        b"GET /page HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \xff\xfe.e30.c2ln\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(s.up.count(), before);
 }
 
 #[test]
