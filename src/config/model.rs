@@ -166,6 +166,8 @@ pub enum HeaderMode {
 pub struct SecurityHeaders {
     pub mode: HeaderMode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The names of `headers` as configured, in the same order: their spelling on the wire.
+    pub wire_names: Vec<String>,
     pub remove: Vec<HeaderName>,
 }
 
@@ -174,6 +176,10 @@ pub struct IdentityHeaders {
     pub user: HeaderName,
     pub email: HeaderName,
     pub roles: HeaderName,
+    /// `user`, `email` and `roles` as configured: their spelling on the wire (nginx's
+    /// `proxy_set_header` sends a name as written, and a legacy application may compare
+    /// names case-sensitively).
+    pub wire_names: [String; 3],
     pub forward_access_token: bool,
 }
 

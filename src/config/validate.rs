@@ -186,19 +186,16 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     };
     let security_headers = security_headers(&file.security_headers)?;
     let ih = &file.identity_headers;
+    let spelled = [
+        ih.user.as_deref().unwrap_or("X-Forwarded-User"),
+        ih.email.as_deref().unwrap_or("X-Forwarded-Email"),
+        ih.roles.as_deref().unwrap_or("X-Forwarded-Groups"),
+    ];
     let identity_headers = IdentityHeaders {
-        user: header_name(
-            "identity_headers.user",
-            ih.user.as_deref().unwrap_or("X-Forwarded-User"),
-        )?,
-        email: header_name(
-            "identity_headers.email",
-            ih.email.as_deref().unwrap_or("X-Forwarded-Email"),
-        )?,
-        roles: header_name(
-            "identity_headers.roles",
-            ih.roles.as_deref().unwrap_or("X-Forwarded-Groups"),
-        )?,
+        user: header_name("identity_headers.user", spelled[0])?,
+        email: header_name("identity_headers.email", spelled[1])?,
+        roles: header_name("identity_headers.roles", spelled[2])?,
+        wire_names: spelled.map(str::to_string),
         forward_access_token: ih.forward_access_token.unwrap_or(false),
     };
     let upstreams = upstreams(&file.upstreams)?;
@@ -623,6 +620,7 @@ fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
         &[("set", HeaderMode::Set), ("default", HeaderMode::Default)],
     )?;
     let mut headers = Vec::new();
+    let mut wire_names = Vec::new();
     let pairs: Vec<(String, String)> = match &s.headers {
         Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         None => DEFAULT_SECURITY_HEADERS
@@ -636,6 +634,7 @@ fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
         let hv = HeaderValue::from_str(&value)
             .or_else(|_| invalid(&key, "value contains characters not allowed in a header"))?;
         headers.push((hn, hv));
+        wire_names.push(name);
     }
     let mut remove = Vec::new();
     let default_remove = vec!["Server".to_string(), "X-Powered-By".to_string()];
@@ -651,6 +650,7 @@ fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
     Ok(SecurityHeaders {
         mode,
         headers,
+        wire_names,
         remove,
     })
 }

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use http::header::{CONNECTION, COOKIE};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 /// Headers only the gateway (or a trusted proxy in front of it) may set.
@@ -89,8 +89,8 @@ impl Protected {
 
 /// Keep only the `Connection` options that are not header names, so a client cannot nominate
 /// a header the gateway sets (`Connection: X-Forwarded-User`) for removal by a later hop.
-pub fn sanitize_connection(h: &mut HeaderMap) {
-    let Some(value) = h.get(CONNECTION).and_then(|v| v.to_str().ok()) else {
+pub fn sanitize_connection(req: &mut RequestHeader) {
+    let Some(value) = req.headers.get(CONNECTION).and_then(|v| v.to_str().ok()) else {
         return;
     };
     let kept: Vec<&str> = value
@@ -103,36 +103,51 @@ pub fn sanitize_connection(h: &mut HeaderMap) {
         })
         .collect();
     let kept = kept.join(", ");
+    if kept == value {
+        return;
+    }
     if kept.is_empty() {
-        h.remove(CONNECTION);
+        req.remove_header(&CONNECTION);
     } else if let Ok(v) = HeaderValue::from_str(&kept) {
-        h.insert(CONNECTION, v);
+        let _ = req.insert_header("Connection", v);
     }
 }
 
-pub fn strip_cookies(h: &mut HeaderMap, names: &[&String]) {
-    if !h.contains_key(COOKIE) {
+/// Remove the gateway's own cookies from the `Cookie` header(s) sent upstream.
+pub fn strip_cookies(req: &mut RequestHeader, names: &[&str]) {
+    let values: Vec<HeaderValue> = req.headers.get_all(COOKIE).iter().cloned().collect();
+    if values.is_empty() {
         return;
     }
-    let values: Vec<HeaderValue> = h.get_all(COOKIE).iter().cloned().collect();
     let mut kept = Vec::new();
+    let mut dropped = false;
     for v in &values {
-        let Ok(s) = v.to_str() else { continue };
+        // A value that is not text cannot be checked for our cookies: it is dropped.
+        let Ok(s) = v.to_str() else {
+            dropped = true;
+            continue;
+        };
         for pair in s.split(';') {
             let pair = pair.trim();
             if pair.is_empty() {
                 continue;
             }
             let name = pair.split('=').next().unwrap_or("").trim();
-            if !names.iter().any(|n| n.as_str() == name) {
+            if names.contains(&name) {
+                dropped = true;
+            } else {
                 kept.push(pair);
             }
         }
     }
-    h.remove(COOKIE);
+    // None of ours: the header goes up exactly as it came.
+    if !dropped {
+        return;
+    }
+    req.remove_header(&COOKIE);
     if !kept.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            h.insert(COOKIE, v);
+            let _ = req.insert_header("Cookie", v);
         }
     }
 }
@@ -166,22 +181,32 @@ mod tests {
 
     #[test]
     fn cookies_and_connection() {
-        let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("a=1; pc_access=x; b=2"));
-        h.append(COOKIE, HeaderValue::from_static("pc_csrf=y"));
-        h.append(
-            CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Forwarded-User"),
-        );
-        strip_cookies(&mut h, &[&"pc_access".to_string(), &"pc_csrf".to_string()]);
-        sanitize_connection(&mut h);
-        assert_eq!(h.get_all(COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
-        assert_eq!(h.get(CONNECTION).unwrap(), "keep-alive");
-        let mut only_ours = HeaderMap::new();
-        only_ours.append(COOKIE, HeaderValue::from_static("pc_access=x"));
-        only_ours.append(CONNECTION, HeaderValue::from_static("X-Forwarded-User"));
-        strip_cookies(&mut only_ours, &[&"pc_access".to_string()]);
-        sanitize_connection(&mut only_ours);
-        assert!(only_ours.is_empty());
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Cookie", "a=1; pc_access=x; b=2")
+            .unwrap();
+        req.append_header("Connection", "keep-alive, X-Forwarded-User")
+            .unwrap();
+        strip_cookies(&mut req, &["pc_access"]);
+        sanitize_connection(&mut req);
+        assert_eq!(req.headers.get("cookie").unwrap(), "a=1; b=2");
+        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+        // Nothing of ours: untouched, with its spelling; not text: dropped.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("cOOkie", "a=1").unwrap();
+        req.append_header("cOOkie", "b=2").unwrap();
+        strip_cookies(&mut req, &["pc_access"]);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"cOOkie: a=1\r\ncOOkie: b=2\r\n");
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Cookie", "a=1").unwrap();
+        req.append_header(
+            "Cookie",
+            HeaderValue::from_bytes(b"pc_access=t; \xff").unwrap(),
+        )
+        .unwrap();
+        strip_cookies(&mut req, &["pc_access"]);
+        let left: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(left, ["a=1"]);
     }
 }

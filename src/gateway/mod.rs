@@ -6,7 +6,6 @@
 //! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
 //! - `idle.rs`: idle keep-alive connections wait in a small future, not Pingora's request one
 
-pub mod header_edit;
 pub mod identity;
 pub mod idle;
 pub mod routing;
@@ -20,8 +19,7 @@ use crate::metrics::{status_class, Metrics};
 use crate::routes::response::{send, LocalResponse};
 use crate::store::SharedStore;
 use async_trait::async_trait;
-use header_edit::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-use http::header::{Entry, HOST, LOCATION, WWW_AUTHENTICATE};
+use http::header::{HOST, LOCATION, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -47,6 +45,9 @@ pub struct AppState {
     /// Open WebSockets, closed when their session is revoked.
     pub websockets: Arc<websocket::WsRegistry>,
     pub protected: identity::Protected,
+    pub security_headers: security_headers::Prepared,
+    /// Identity header names in their wire spelling, computed once.
+    pub identity_names: [bytes::Bytes; 3],
     /// Metric/log label per route (`host/prefix`).
     pub route_labels: Vec<String>,
     /// Metric series per route, in route order.
@@ -84,6 +85,11 @@ impl AppState {
         AppState {
             route_series,
             protected: identity::Protected::new(&config),
+            security_headers: security_headers::Prepared::new(&config.security_headers),
+            identity_names: {
+                let ih = &config.identity_headers;
+                ih.wire_names.clone().map(bytes::Bytes::from)
+            },
             request_prefix: format!("{:08x}", rand::random::<u32>()),
             request_counter: AtomicU64::new(0),
             metrics,
@@ -189,17 +195,20 @@ pub fn login_url(path_and_query: &str) -> String {
 }
 
 /// Of several `Authorization` values, drop the Bearer ones and keep the others in order.
-fn remove_bearer_values(h: &mut http::HeaderMap) {
-    if let Entry::Occupied(e) = h.entry(http::header::AUTHORIZATION) {
-        let others: Vec<HeaderValue> = e
-            .remove_entry_mult()
-            .1
-            .filter(|v| !auth::is_bearer(v.as_bytes()))
-            .collect();
-        for v in others {
-            h.append(http::header::AUTHORIZATION, v);
+fn remove_bearer_values(req: &mut RequestHeader) -> pingora::Result<()> {
+    let all: Vec<HeaderValue> = req
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .cloned()
+        .collect();
+    if all.iter().any(|v| auth::is_bearer(v.as_bytes())) {
+        req.remove_header(&http::header::AUTHORIZATION);
+        for v in all.into_iter().filter(|v| !auth::is_bearer(v.as_bytes())) {
+            req.append_header("Authorization", v)?;
         }
     }
+    Ok(())
 }
 
 /// The response for an authentication failure: 302 for navigations, JSON otherwise.
@@ -436,67 +445,61 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let s = &self.state;
         let cfg = &s.config;
-        let c = &cfg.cookies;
-        let gateway_cookies = [&c.access_name, &c.refresh_name, &c.csrf_name];
-        // Forwarded for the client: its host, or the request target's authority.
-        let host = {
-            let down = session.req_header();
-            down.headers.get(HOST).cloned().or_else(|| {
-                let authority = down.uri.authority()?;
-                HeaderValue::from_str(authority.as_str()).ok()
-            })
+        identity::sanitize_connection(upstream);
+        // X-Forwarded-*: chained from a trusted proxy, otherwise ours alone.
+        let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if ctx.peer_trusted => format!("{prev}, {peer}"),
+            _ => peer,
         };
-        header_edit::request(upstream, |h| {
-            identity::sanitize_connection(h);
-            identity::strip_cookies(h, &gateway_cookies);
-            h.reserve(8);
-            // X-Forwarded-*: chained from a trusted proxy, otherwise ours alone.
-            let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
-            let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(prev) if ctx.peer_trusted => format!("{prev}, {peer}"),
-                _ => peer,
-            };
-            if let Ok(v) = HeaderValue::try_from(xff) {
-                h.insert(X_FORWARDED_FOR, v);
+        upstream.insert_header("X-Forwarded-For", xff)?;
+        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+            let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+            upstream.insert_header("X-Forwarded-Proto", proto)?;
+        }
+        if !(ctx.peer_trusted && upstream.headers.contains_key("x-forwarded-host")) {
+            let host = session.req_header().headers.get(HOST).cloned().or_else(|| {
+                session
+                    .req_header()
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            if let Some(host) = host {
+                upstream.insert_header("X-Forwarded-Host", host)?;
             }
-            if !(ctx.peer_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-                let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-                h.insert(X_FORWARDED_PROTO, proto);
-            }
-            if !(ctx.peer_trusted && h.contains_key(&X_FORWARDED_HOST)) {
-                if let Some(host) = host {
-                    h.insert(X_FORWARDED_HOST, host);
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-                h.insert(X_REQUEST_ID, v);
-            }
-            let Some(id) = &ctx.identity else { return };
-            let ih = &cfg.identity_headers;
-            h.insert(ih.user.clone(), id.wire.user.clone());
-            h.insert(ih.email.clone(), id.wire.email.clone());
-            h.insert(ih.roles.clone(), id.wire.roles.clone());
+        }
+        upstream.insert_header("X-Request-Id", ctx.id.as_str())?;
+        if let Some(id) = &ctx.identity {
+            let [user, email, roles] = &s.identity_names;
+            upstream.insert_header(user.clone(), id.wire.user.clone())?;
+            upstream.insert_header(email.clone(), id.wire.email.clone())?;
+            upstream.insert_header(roles.clone(), id.wire.roles.clone())?;
             match &ctx.access_token {
                 Some(t) => {
-                    if let Ok(v) = HeaderValue::try_from(format!("Bearer {t}")) {
-                        h.insert(http::header::AUTHORIZATION, v);
-                    }
+                    upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
                 }
                 // Bearer tokens are for us, not for the application (other schemes, such as
                 // Basic for the legacy app itself, go through).
                 None => {
-                    let mut values = h.get_all(http::header::AUTHORIZATION).iter();
+                    let mut values = upstream.headers.get_all(http::header::AUTHORIZATION).iter();
                     let first_is_bearer =
                         values.next().is_some_and(|v| auth::is_bearer(v.as_bytes()));
                     let more = values.next().is_some();
                     if first_is_bearer && !more {
-                        h.remove(http::header::AUTHORIZATION);
+                        upstream.remove_header(&http::header::AUTHORIZATION);
                     } else if more {
-                        remove_bearer_values(h);
+                        remove_bearer_values(upstream)?;
                     }
                 }
             }
-        })?;
+        }
+        let c = &cfg.cookies;
+        identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -545,26 +548,25 @@ impl ProxyHttp for Gateway {
             &cfg.cookies.refresh_name,
             &cfg.cookies.csrf_name,
         ];
-        header_edit::response(resp, |h| {
-            let set_cookies: Vec<HeaderValue> = h
-                .get_all(http::header::SET_COOKIE)
-                .iter()
-                .cloned()
-                .collect();
-            if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
-                h.remove(http::header::SET_COOKIE);
-                for v in set_cookies
-                    .into_iter()
-                    .filter(|v| !cookie_is_ours(v, &ours))
-                {
-                    h.append(http::header::SET_COOKIE, v);
-                }
+        let set_cookies: Vec<HeaderValue> = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
+            resp.remove_header(&http::header::SET_COOKIE);
+            for v in set_cookies
+                .into_iter()
+                .filter(|v| !cookie_is_ours(v, &ours))
+            {
+                resp.append_header(http::header::SET_COOKIE, v)?;
             }
-            for v in ctx.set_cookies.drain(..) {
-                h.append(http::header::SET_COOKIE, v);
-            }
-            security_headers::apply(h, &cfg.security_headers);
-        })?;
+        }
+        for v in ctx.set_cookies.drain(..) {
+            resp.append_header(http::header::SET_COOKIE, v)?;
+        }
+        security_headers::apply(resp, &self.state.security_headers);
         Ok(())
     }
 

@@ -3,45 +3,69 @@
 //! Pingora's local responses never pass `response_filter`, so both paths call [`apply`].
 
 use crate::config::{HeaderMode, SecurityHeaders};
-use http::HeaderMap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+
+/// The configured headers with their names spelled as configured, as shared bytes that go
+/// into Pingora's case map without a copy.
+pub struct Prepared {
+    mode: HeaderMode,
+    headers: Vec<(HeaderName, Bytes, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl Prepared {
+    pub fn new(cfg: &SecurityHeaders) -> Self {
+        Prepared {
+            mode: cfg.mode,
+            headers: cfg
+                .headers
+                .iter()
+                .zip(&cfg.wire_names)
+                .map(|((n, v), wire)| (n.clone(), Bytes::from(wire.clone()), v.clone()))
+                .collect(),
+            remove: cfg.remove.clone(),
+        }
+    }
+}
 
 /// Add the configured headers (`set` replaces the upstream's value, `default` keeps it) and
 /// remove the `remove` list.
-pub fn apply(h: &mut HeaderMap, set: &SecurityHeaders) {
-    h.reserve(set.headers.len());
-    for (name, value) in &set.headers {
-        if set.mode == HeaderMode::Default && h.contains_key(name) {
+pub fn apply(resp: &mut ResponseHeader, set: &Prepared) {
+    for (name, wire, value) in &set.headers {
+        if set.mode == HeaderMode::Default && resp.headers.contains_key(name) {
             continue;
         }
-        // insert replaces every earlier value: exactly one copy goes out.
-        h.insert(name.clone(), value.clone());
+        // insert_header replaces every earlier value: exactly one copy goes out.
+        let _ = resp.insert_header(wire.clone(), value.clone());
     }
     for name in &set.remove {
-        h.remove(name);
+        resp.remove_header(name);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
 
-    fn cfg(mode: HeaderMode) -> SecurityHeaders {
-        SecurityHeaders {
+    fn cfg(mode: HeaderMode) -> Prepared {
+        Prepared::new(&SecurityHeaders {
             mode,
             headers: vec![(
                 HeaderName::from_static("x-frame-options"),
                 HeaderValue::from_static("SAMEORIGIN"),
             )],
+            wire_names: vec!["X-Frame-Options".into()],
             remove: vec![HeaderName::from_static("server")],
-        }
+        })
     }
 
-    fn upstream() -> HeaderMap {
-        let mut r = HeaderMap::new();
-        r.append("x-frame-options", HeaderValue::from_static("DENY"));
-        r.append("x-frame-options", HeaderValue::from_static("ALLOW-FROM x"));
-        r.append("server", HeaderValue::from_static("Apache"));
+    fn upstream() -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("X-Frame-Options", "DENY").unwrap();
+        r.append_header("X-Frame-Options", "ALLOW-FROM x").unwrap();
+        r.append_header("Server", "Apache").unwrap();
         r
     }
 
@@ -49,18 +73,25 @@ mod tests {
     fn set_mode_overrides_and_leaves_one_copy() {
         let mut r = upstream();
         apply(&mut r, &cfg(HeaderMode::Set));
-        let values: Vec<_> = r.get_all("x-frame-options").iter().collect();
+        let values: Vec<_> = r.headers.get_all("x-frame-options").iter().collect();
         assert_eq!(values, vec!["SAMEORIGIN"]);
-        assert!(r.get("server").is_none());
+        assert!(r.headers.get("server").is_none());
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "X-Frame-Options: SAMEORIGIN\r\n",
+            "the configured spelling goes out"
+        );
     }
 
     #[test]
     fn default_mode_keeps_upstream_value() {
         let mut r = upstream();
         apply(&mut r, &cfg(HeaderMode::Default));
-        assert_eq!(r.get("x-frame-options").unwrap(), "DENY");
-        let mut empty = HeaderMap::new();
+        assert_eq!(r.headers.get("x-frame-options").unwrap(), "DENY");
+        let mut empty = ResponseHeader::build(200, None).unwrap();
         apply(&mut empty, &cfg(HeaderMode::Default));
-        assert_eq!(empty.get("x-frame-options").unwrap(), "SAMEORIGIN");
+        assert_eq!(empty.headers.get("x-frame-options").unwrap(), "SAMEORIGIN");
     }
 }

@@ -58,24 +58,16 @@ pub async fn send(
     state: &AppState,
     resp: LocalResponse,
 ) -> pingora::Result<bool> {
-    // Built on the plain `http` map, as proxied responses are edited (gateway::header_edit).
-    let mut parts = http::Response::new(()).into_parts().0;
-    parts.status = http::StatusCode::from_u16(resp.status)
-        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "bad status"))?;
-    let h = &mut parts.headers;
-    h.reserve(resp.headers.len() + 8);
+    let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 8))?;
     for (name, value) in resp.headers {
-        h.append(name, value);
+        header.append_header(name, value)?;
     }
     for value in ctx.set_cookies.drain(..) {
-        h.append(http::header::SET_COOKIE, value);
+        header.append_header(http::header::SET_COOKIE, value)?;
     }
-    h.insert(CONTENT_LENGTH, HeaderValue::from(resp.body.len()));
-    if let Ok(id) = HeaderValue::from_str(&ctx.id) {
-        h.insert(crate::gateway::header_edit::X_REQUEST_ID, id);
-    }
-    crate::gateway::security_headers::apply(h, &state.config.security_headers);
-    let header = ResponseHeader::from(parts);
+    header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
+    header.insert_header("X-Request-Id", ctx.id.as_str())?;
+    crate::gateway::security_headers::apply(&mut header, &state.security_headers);
     ctx.local_status = Some(resp.status);
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = resp.body.is_empty() || head_only;

@@ -221,7 +221,7 @@ fn request_target_and_headers_reach_the_upstream_as_sent() {
     let target = "/x/a%20b;p=1?q=%2F&q=2&flag";
     let req = format!(
         "GET {target} HTTP/1.1\r\nHost: legacy.test\r\nSOAPAction: \"urn:Get\"\r\n\
-         Accept: text/html\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+         Accept: text/html\r\nAccept: */*\r\nx-lower-case: 1\r\nConnection: close\r\n\r\n"
     );
     let (status, resp) = raw(gw.port, req.as_bytes()).unwrap();
     assert_eq!(status, 200, "{resp}");
@@ -237,13 +237,28 @@ fn request_target_and_headers_reach_the_upstream_as_sent() {
         seen.header("x-forwarded-host").as_deref(),
         Some("legacy.test")
     );
-    // Header names go out in lower case, as over HTTP/2 and from HAProxy and Envoy: the
-    // gateway edits one header map instead of Pingora's two (README, Performance).
+    // Names keep the client's spelling, and the gateway's own are spelled as nginx's
+    // `proxy_set_header` would send them: a legacy app may compare names case-sensitively.
     let names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
-    for name in ["soapaction", "x-forwarded-for", "x-request-id"] {
+    for name in [
+        "SOAPAction",
+        "x-lower-case",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Request-Id",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert!(resp.contains("\r\nx-frame-options: "), "{resp}");
+    // Coming back: the upstream's names as sent, the security headers as configured.
+    assert!(
+        resp.contains("\r\nX-Frame-Options: SAMEORIGIN\r\n"),
+        "{resp}"
+    );
+    assert!(
+        resp.contains("\r\nX-Content-Type-Options: nosniff\r\n"),
+        "{resp}"
+    );
 }
 
 #[test]

@@ -136,6 +136,15 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
             Some("alice@example.com")
         );
         assert_eq!(seen.header("x-forwarded-groups").as_deref(), Some("user"));
+        // Spelled as configured (SPEC's defaults), not lower-cased.
+        let names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
+        for name in [
+            "X-Forwarded-User",
+            "X-Forwarded-Email",
+            "X-Forwarded-Groups",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
         assert!(
             seen.header("authorization").is_none(),
             "our bearer token stays with us"
