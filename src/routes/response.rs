@@ -3,7 +3,7 @@
 
 use crate::gateway::{AppState, RequestCtx};
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -50,6 +50,22 @@ impl LocalResponse {
     }
 }
 
+/// A header name as servers spell it on the wire (`Location`, `Retry-After`,
+/// `WWW-Authenticate`): `http` keeps names in lower case only, and Pingora title-cases just a
+/// few well-known ones.
+pub fn spelled(name: &HeaderName) -> String {
+    if name == WWW_AUTHENTICATE {
+        return "WWW-Authenticate".to_string();
+    }
+    let mut out = String::with_capacity(name.as_str().len());
+    let mut upper = true;
+    for c in name.as_str().chars() {
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+        upper = c == '-';
+    }
+    out
+}
+
 /// Write `resp` to the client with the security headers applied. Always returns `Ok(true)`
 /// ("answered") for `request_filter`, unless the client is gone.
 pub async fn send(
@@ -60,7 +76,7 @@ pub async fn send(
 ) -> pingora::Result<bool> {
     let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 8))?;
     for (name, value) in resp.headers {
-        header.append_header(name, value)?;
+        header.append_header(spelled(&name), value)?;
     }
     for value in ctx.set_cookies.drain(..) {
         header.append_header(http::header::SET_COOKIE, value)?;
@@ -78,4 +94,22 @@ pub async fn send(
         session.write_response_body(Some(resp.body), true).await?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_spelled_as_servers_send_them() {
+        for (name, wire) in [
+            (http::header::LOCATION, "Location"),
+            (http::header::RETRY_AFTER, "Retry-After"),
+            (WWW_AUTHENTICATE, "WWW-Authenticate"),
+            (CONTENT_TYPE, "Content-Type"),
+            (HeaderName::from_static("x-request-id"), "X-Request-Id"),
+        ] {
+            assert_eq!(spelled(&name), wire);
+        }
+    }
 }

@@ -191,6 +191,32 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
 }
 
 #[test]
+fn refusals_spell_their_headers_as_servers_do() {
+    let s = Setup::start("");
+    let (status, resp) = raw(
+        s.gw.port,
+        b"GET /page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    assert!(resp.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{resp}");
+    assert!(
+        resp.contains("\r\nX-Frame-Options: SAMEORIGIN\r\n"),
+        "{resp}"
+    );
+    let (status, resp) = raw(
+        s.gw.port,
+        b"GET /page HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 302);
+    assert!(
+        resp.contains("\r\nLocation: /auth/login?return_to=%2Fpage\r\n"),
+        "{resp}"
+    );
+}
+
+#[test]
 fn roles_are_enforced() {
     let s = Setup::start("");
     let r = s.bearer("/admin/panel", &s.valid(Algorithm::EdDSA));
