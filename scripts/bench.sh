@@ -196,18 +196,19 @@ done
 # The cached-auth target is a ratio to our own public route, within a few percent of 1; runs
 # seconds apart drift more than that here, so it gets short back-to-back runs of its own.
 PAIRS=${BENCH_PAIRS:-12}
-log "paired A/B: public route and cached RS256, EdDSA, ES256 (order rotated each group), $PAIRS times x 2s"
+log "paired A/B: public route and cached RS256, EdDSA, ES256 (Williams-square order), $PAIRS times x 2s"
 ab_rs() { run "A/B: portcullis auth RS256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$RS"; }
 ab_ed() { run "A/B: portcullis auth EdDSA (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.ed")"; }
 ab_es() { run "A/B: portcullis auth ES256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.es")"; }
 ab_pub() { run "A/B: portcullis public route" "$PC_PID" "http://127.0.0.1:$PC/pub/x"; }
-# The four runs of a group rotate by one place per group: over every four groups each route
-# runs once in each place, so a run's place in the group (how long the box has been busy
-# with it) weighs on all routes alike.
+# The four runs of a group follow a Williams square: over every four groups each route runs
+# once in each place and once right after each other route, so neither a run's place in the
+# group nor the run before it weighs on one route more than on another.
 AB_RUNS=(ab_pub ab_rs ab_ed ab_es)
+WILLIAMS=("0 1 3 2" "1 2 0 3" "2 3 1 0" "3 0 2 1")
 for p in $(seq 1 "$PAIRS"); do
   ROUND="ab$p" RUN_SECS=2
-  for i in 0 1 2 3; do "${AB_RUNS[$(((p + i) % 4))]}"; done
+  for i in ${WILLIAMS[$((p % 4))]}; do "${AB_RUNS[$i]}"; done
 done
 # The new-token target compares two processes whose rates are within a few percent: in the
 # rounds above their runs are half a minute apart, so they also get back-to-back pairs.
