@@ -194,17 +194,26 @@ pub fn login_url(path_and_query: &str) -> String {
     format!("/auth/login?return_to={encoded}")
 }
 
+/// When some value of header `name` is `unwanted`: the other values, in order, for the caller
+/// to put back after removing the header from Pingora's two maps. `None`: nothing to drop.
+fn values_without(
+    h: &http::HeaderMap,
+    name: &http::HeaderName,
+    unwanted: impl Fn(&HeaderValue) -> bool,
+) -> Option<Vec<HeaderValue>> {
+    let all = h.get_all(name);
+    if !all.iter().any(&unwanted) {
+        return None;
+    }
+    Some(all.iter().filter(|v| !unwanted(v)).cloned().collect())
+}
+
 /// Of several `Authorization` values, drop the Bearer ones and keep the others in order.
 fn remove_bearer_values(req: &mut RequestHeader) -> pingora::Result<()> {
-    let all: Vec<HeaderValue> = req
-        .headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .cloned()
-        .collect();
-    if all.iter().any(|v| auth::is_bearer(v.as_bytes())) {
+    let bearer = |v: &HeaderValue| auth::is_bearer(v.as_bytes());
+    if let Some(kept) = values_without(&req.headers, &http::header::AUTHORIZATION, bearer) {
         req.remove_header(&http::header::AUTHORIZATION);
-        for v in all.into_iter().filter(|v| !auth::is_bearer(v.as_bytes())) {
+        for v in kept {
             req.append_header("Authorization", v)?;
         }
     }
@@ -548,18 +557,12 @@ impl ProxyHttp for Gateway {
             &cfg.cookies.refresh_name,
             &cfg.cookies.csrf_name,
         ];
-        let set_cookies: Vec<HeaderValue> = resp
-            .headers
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .cloned()
-            .collect();
-        if set_cookies.iter().any(|v| cookie_is_ours(v, &ours)) {
+        let theirs = values_without(&resp.headers, &http::header::SET_COOKIE, |v| {
+            cookie_is_ours(v, &ours)
+        });
+        if let Some(kept) = theirs {
             resp.remove_header(&http::header::SET_COOKIE);
-            for v in set_cookies
-                .into_iter()
-                .filter(|v| !cookie_is_ours(v, &ours))
-            {
+            for v in kept {
                 resp.append_header(http::header::SET_COOKIE, v)?;
             }
         }
