@@ -4,6 +4,7 @@
 # whether a change to the hot path helps before the noisy side-by-side bench.
 #
 #   scripts/bench/instructions.sh [requests]     # default 2000 per route
+#   BENCH_KEEP=1 scripts/bench/instructions.sh   # keep the callgrind files for callgrind_annotate
 #
 # Runs the release gateway under valgrind in front of nginx on loopback, warms each route up
 # with 200 requests, then counts N sequential keep-alive requests: the public route, the
@@ -31,7 +32,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${BENCH_KEEP:-}" ] && echo "kept $WORK (callgrind.PORT.* per route)" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
