@@ -2,16 +2,15 @@
 //!
 //! Pingora's local responses never pass `response_filter`, so both paths call [`apply`].
 
+use super::wire_name::{set_response, WireName};
 use crate::config::{HeaderMode, SecurityHeaders};
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
-/// The configured headers with their names spelled as configured, as shared bytes that go
-/// into Pingora's case map without a copy.
+/// The configured headers with their names parsed once and spelled as configured.
 pub struct Prepared {
     mode: HeaderMode,
-    headers: Vec<(HeaderName, Bytes, HeaderValue)>,
+    headers: Vec<(WireName, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
@@ -23,7 +22,7 @@ impl Prepared {
                 .headers
                 .iter()
                 .zip(&cfg.wire_names)
-                .map(|((n, v), wire)| (n.clone(), Bytes::from(wire.clone()), v.clone()))
+                .map(|((n, v), wire)| (WireName::new(n.clone(), wire), v.clone()))
                 .collect(),
             remove: cfg.remove.clone(),
         }
@@ -33,12 +32,14 @@ impl Prepared {
 /// Add the configured headers (`set` replaces the upstream's value, `default` keeps it) and
 /// remove the `remove` list.
 pub fn apply(resp: &mut ResponseHeader, set: &Prepared) {
-    for (name, wire, value) in &set.headers {
-        if set.mode == HeaderMode::Default && resp.headers.contains_key(name) {
+    // One growth of each of Pingora's two maps for all of them (vendor/README.md).
+    let _ = resp.reserve(set.headers.len());
+    for (name, value) in &set.headers {
+        if set.mode == HeaderMode::Default && resp.headers.contains_key(&name.name) {
             continue;
         }
-        // insert_header replaces every earlier value: exactly one copy goes out.
-        let _ = resp.insert_header(wire.clone(), value.clone());
+        // Replaces every earlier value: exactly one copy goes out.
+        let _ = set_response(resp, name, value.clone());
     }
     for name in &set.remove {
         resp.remove_header(name);

@@ -1,6 +1,7 @@
 //! The one place where gateway decisions become HTTP responses: JSON error bodies of the
 //! SPEC shape, security headers, `Cache-Control`, and the status recorded for the access log.
 
+use crate::gateway::wire_name::{set_response, X_REQUEST_ID};
 use crate::gateway::{AppState, RequestCtx};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -82,7 +83,7 @@ pub async fn send(
         header.append_header(http::header::SET_COOKIE, value)?;
     }
     header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
-    header.insert_header("X-Request-Id", ctx.id.as_str())?;
+    set_response(&mut header, &X_REQUEST_ID, ctx.id.as_str())?;
     crate::gateway::security_headers::apply(&mut header, &state.security_headers);
     ctx.local_status = Some(resp.status);
     let head_only = session.req_header().method == http::Method::HEAD;
