@@ -214,7 +214,7 @@ fn values_without(
     Some(all.iter().filter(|v| !unwanted(v)).cloned().collect())
 }
 
-/// Of several `Authorization` values, drop the Bearer ones and keep the others in order.
+/// Of the `Authorization` values, drop the Bearer ones and keep the others in order.
 fn remove_bearer_values(req: &mut RequestHeader) -> pingora::Result<()> {
     let bearer = |v: &HeaderValue| auth::is_bearer(v.as_bytes());
     if let Some(kept) = values_without(&req.headers, &http::header::AUTHORIZATION, bearer) {
@@ -389,6 +389,12 @@ impl Gateway {
                             .map(str::to_string),
                     };
                 }
+                if identity.is_some() {
+                    // Bearer tokens are for us, not for the application (other schemes, such
+                    // as Basic for the legacy app itself, go through). Removed before Pingora
+                    // copies the request for the upstream, so the copy never holds them.
+                    remove_bearer_values(session.req_header_mut())?;
+                }
                 ctx.identity = identity;
                 Ok(false)
             }
@@ -497,23 +503,9 @@ impl ProxyHttp for Gateway {
             wire_name::set_request(upstream, user, id.wire.user.clone())?;
             wire_name::set_request(upstream, email, id.wire.email.clone())?;
             wire_name::set_request(upstream, roles, id.wire.roles.clone())?;
-            match &ctx.access_token {
-                Some(t) => {
-                    upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
-                }
-                // Bearer tokens are for us, not for the application (other schemes, such as
-                // Basic for the legacy app itself, go through).
-                None => {
-                    let mut values = upstream.headers.get_all(http::header::AUTHORIZATION).iter();
-                    let first_is_bearer =
-                        values.next().is_some_and(|v| auth::is_bearer(v.as_bytes()));
-                    let more = values.next().is_some();
-                    if first_is_bearer && !more {
-                        upstream.remove_header(&http::header::AUTHORIZATION);
-                    } else if more {
-                        remove_bearer_values(upstream)?;
-                    }
-                }
+            // The client's Bearer values are gone already (request_filter).
+            if let Some(t) = &ctx.access_token {
+                upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?
             }
         }
         let c = &cfg.cookies;
