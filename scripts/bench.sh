@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh                 # defaults: 5 rounds x 5 s per target, 32 connections
 #   BENCH_ROUNDS=5 BENCH_DURATION=10 scripts/bench.sh
+#   BENCH_AB_GROUPS=36 BENCH_PAIRS=12   # cached-vs-public A/B groups, new-token A/B pairs
 #
 # Prints a table (requests/s, p50, p99, CPU µs per request, ratios) and writes it to
 # target/bench/report.md. Installs nginx, haproxy and wrk with apt-get when missing, and
@@ -195,8 +196,11 @@ done
 
 # The cached-auth target is a ratio to our own public route, within a few percent of 1; runs
 # seconds apart drift more than that here, so it gets short back-to-back runs of its own.
+# Here runs seconds apart differ by 10-13% (sd of one group's ratio), so it takes many short
+# groups: the report gives the median ratio with a 95% confidence interval.
+AB_GROUPS=${BENCH_AB_GROUPS:-36}
 PAIRS=${BENCH_PAIRS:-12}
-log "paired A/B: public route and cached RS256, EdDSA, ES256 (Williams-square order), $PAIRS times x 2s"
+log "paired A/B: public route and cached RS256, EdDSA, ES256 (Williams-square order), $AB_GROUPS groups x 1s"
 ab_rs() { run "A/B: portcullis auth RS256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$RS"; }
 ab_ed() { run "A/B: portcullis auth EdDSA (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.ed")"; }
 ab_es() { run "A/B: portcullis auth ES256 (cached)" "$PC_PID" "http://127.0.0.1:$PC/app" "$(cat "$WORK/token.es")"; }
@@ -206,8 +210,8 @@ ab_pub() { run "A/B: portcullis public route" "$PC_PID" "http://127.0.0.1:$PC/pu
 # group nor the run before it weighs on one route more than on another.
 AB_RUNS=(ab_pub ab_rs ab_ed ab_es)
 WILLIAMS=("0 1 3 2" "1 2 0 3" "2 3 1 0" "3 0 2 1")
-for p in $(seq 1 "$PAIRS"); do
-  ROUND="ab$p" RUN_SECS=2
+for p in $(seq 1 "$AB_GROUPS"); do
+  ROUND="ab$p" RUN_SECS=1
   for i in ${WILLIAMS[$((p % 4))]}; do "${AB_RUNS[$i]}"; done
 done
 # The new-token target compares two processes whose rates are within a few percent: in the
@@ -255,7 +259,7 @@ for target in "nginx proxy:$NGX_PID:$NGX" "portcullis:$PC_PID:$PC"; do
 done
 mkdir -p target/bench
 python3 - "$RESULTS" "$MEM" "$cache_before" "$cache_after" "$CACHE_TOKENS" "$STORM_LOGINS" "$ROUNDS" "$DURATION" "$CONNS" <<'PY' | tee target/bench/report.md
-import sys, statistics
+import random, sys, statistics
 from collections import defaultdict, OrderedDict
 res, mem, cb, ca, ctok, storm, rounds, dur, conns = sys.argv[1:10]
 rows = OrderedDict()
@@ -266,10 +270,19 @@ for line in open(res):
     by_round[rnd][name] = (float(rps), float(p50), float(p99), float(cpu))
 med = {n: tuple(statistics.median(x[i] for x in v) for i in range(4)) + (sum(x[4] for x in v),) for n, v in rows.items()}
 
+def ratios(a, b, field=0):
+    return [r[a][field] / r[b][field] for r in by_round.values() if a in r and b in r]
+
 def paired(a, b, field=0):
     """Median over rounds of a/b measured in the same round (minutes apart at most), which
     cancels the machine's slow drift better than a ratio of medians."""
-    return statistics.median(r[a][field] / r[b][field] for r in by_round.values() if a in r and b in r)
+    return statistics.median(ratios(a, b, field))
+
+def median_ci(xs, resamples=4000):
+    """95% bootstrap interval of the median (fixed seed: the same data give the same interval)."""
+    rng = random.Random(7)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
 ceiling = med["upstream (ceiling)"][0]
 nginx = med["nginx proxy (no auth)"][0]
 hap = med["HAProxy jwt_verify RS256"][0]
@@ -283,8 +296,8 @@ for n, (rps, p50, p99, cpu, bad) in med.items():
     print(f"| {n} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {rps/ceiling:.2f} | {rps/nginx:.2f} | {rps/hap:.2f} | {bad} |")
 PUB, HAP, HAPN = "portcullis public route", "HAProxy jwt_verify RS256", "HAProxy jwt_verify RS256, new token each request"
 print("\n### Targets (SPEC section 6): median of same-round ratios; CPU ratio = the other's CPU µs/req over ours\n")
-print("| target | req/s ratio | CPU-cost ratio | result |")
-print("|---|---:|---:|---|")
+print("| target | req/s ratio | 95% CI | runs | CPU-cost ratio | result |")
+print("|---|---:|---:|---:|---:|---|")
 checks = [
     ("cached auth (RS256) >= 0.95x portcullis public route (A/B pairs)", "A/B: portcullis auth RS256 (cached)", "A/B: portcullis public route", 0.95),
     ("cached auth (EdDSA) >= 0.95x portcullis public route (A/B pairs)", "A/B: portcullis auth EdDSA (cached)", "A/B: portcullis public route", 0.95),
@@ -296,12 +309,14 @@ checks = [
      "portcullis auth RS256, new token each request", HAPN, 1.0),
 ]
 for name, a, b, target in checks:
-    ratio, cpu_ratio = paired(a, b), 1 / paired(a, b, 3)
-    print(f"| {name} | {ratio:.2f}x | {cpu_ratio:.2f}x | {'PASS' if ratio >= target else 'MISS'} |")
+    xs = ratios(a, b)
+    ratio, cpu_ratio = statistics.median(xs), 1 / paired(a, b, 3)
+    lo, hi = median_ci(xs)
+    print(f"| {name} | {ratio:.3f}x | {lo:.3f}-{hi:.3f} | {len(xs)} | {cpu_ratio:.2f}x | {'PASS' if ratio >= target else 'MISS'} |")
 NO, DURING = "storm: portcullis RS256 (cached), no storm", "storm: portcullis RS256 (cached), during storm"
 storm_ratio = paired(DURING, NO, 2)
 print(f"| login storm ({storm} wrong-password logins in all): proxied p99 <= 2x "
-      f"(median p99 {med[NO][2]:.3f} ms -> {med[DURING][2]:.3f} ms) | {storm_ratio:.2f}x p99 | | {'PASS' if storm_ratio <= 2.0 else 'MISS'} |")
+      f"(median p99 {med[NO][2]:.3f} ms -> {med[DURING][2]:.3f} ms) | {storm_ratio:.2f}x p99 | | {rounds} | | {'PASS' if storm_ratio <= 2.0 else 'MISS'} |")
 print("\n### Memory (RSS)\n")
 print("| target | before KiB | with 10000 idle connections KiB | per connection bytes |")
 print("|---|---:|---:|---:|")
