@@ -91,9 +91,9 @@ impl AppState {
                 let ih = &config.identity_headers;
                 let [u, e, r] = &ih.wire_names;
                 [
-                    wire_name::WireName::new(ih.user.clone(), u),
-                    wire_name::WireName::new(ih.email.clone(), e),
-                    wire_name::WireName::new(ih.roles.clone(), r),
+                    wire_name::WireName::new(&ih.user, u),
+                    wire_name::WireName::new(&ih.email, e),
+                    wire_name::WireName::new(&ih.roles, r),
                 ]
             },
             request_prefix: format!("{:08x}", rand::random::<u32>()),

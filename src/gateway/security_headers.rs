@@ -2,7 +2,7 @@
 //!
 //! Pingora's local responses never pass `response_filter`, so both paths call [`apply`].
 
-use super::wire_name::{set_response, WireName};
+use super::wire_name::{set_response, static_value, WireName};
 use crate::config::{HeaderMode, SecurityHeaders};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
@@ -22,7 +22,7 @@ impl Prepared {
                 .headers
                 .iter()
                 .zip(&cfg.wire_names)
-                .map(|((n, v), wire)| (WireName::new(n.clone(), wire), v.clone()))
+                .map(|((n, v), wire)| (WireName::new(n, wire), static_value(v)))
                 .collect(),
             remove: cfg.remove.clone(),
         }
