@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Build: the same command the test script runs (cargo build --release --locked).
+# Build: the release profile plus profile-guided optimization (scripts/build-pgo.sh: an
+# instrumented build, a training run on loopback, the optimized build; BENCHMARKS.md).
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake=3.25.* \
+ && apt-get install -y --no-install-recommends cmake=3.25.* python3=3.11.* \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,7 +11,8 @@ COPY vendor ./vendor
 COPY src ./src
 COPY tests ./tests
 COPY benches ./benches
-RUN cargo build --release --locked
+COPY scripts ./scripts
+RUN scripts/build-pgo.sh
 
 # Runtime: slim, non-root, config and data as volumes.
 FROM debian:bookworm-slim
@@ -18,7 +20,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates=20230311* \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/portcullis --create-home portcullis
-COPY --from=builder /src/target/release/portcullis /usr/local/bin/portcullis
+COPY --from=builder /src/target/pgo/portcullis /usr/local/bin/portcullis
 COPY config/portcullis.example.yaml /etc/portcullis/portcullis.example.yaml
 USER 10001:10001
 WORKDIR /var/lib/portcullis

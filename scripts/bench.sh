@@ -5,6 +5,7 @@
 #   scripts/bench.sh                 # defaults: 5 rounds x 5 s per target, 32 connections
 #   BENCH_ROUNDS=5 BENCH_DURATION=10 scripts/bench.sh
 #   BENCH_AB_GROUPS=36 BENCH_PAIRS=12   # cached-vs-public A/B groups, new-token A/B pairs
+#   BENCH_BIN=target/release/portcullis  # another build (default: scripts/build-pgo.sh's)
 #
 # Prints a table (requests/s, p50, p99, CPU µs per request, ratios) and writes it to
 # target/bench/report.md. Installs nginx, haproxy and wrk with apt-get when missing, and
@@ -31,9 +32,15 @@ if ((${#missing[@]})); then
 fi
 python3 -c 'import jwt, cryptography' 2>/dev/null || pip3 install -q pyjwt cryptography
 
-log "building portcullis (release)"
-cargo build --release --locked -q
-BIN=$ROOT/target/release/portcullis
+log "building portcullis (release + PGO unless BENCH_BIN is set)"
+# The shipped build (the Dockerfile's): release + PGO, scripts/build-pgo.sh. BENCH_BIN measures
+# another binary instead, e.g. BENCH_BIN=target/release/portcullis for the plain release build.
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$(realpath "$BENCH_BIN")
+else
+  scripts/build-pgo.sh
+  BIN=$ROOT/target/pgo/portcullis
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
