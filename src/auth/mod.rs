@@ -69,8 +69,22 @@ impl Failure {
 /// Outcome of [`authenticate`].
 #[derive(Debug)]
 pub enum Decision {
-    Allow(Option<Identity>),
+    Allow(Option<Identity>, Via),
     Deny(Failure),
+}
+
+/// How an allowed request proved who it is, which tells the gateway what to remove before
+/// the application sees the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A public route: nothing was checked.
+    Public,
+    /// The request's only `Authorization` value, of the Bearer scheme ([`credential`]
+    /// refuses a Bearer value beside another one).
+    Bearer,
+    /// The access cookie, or a transparent refresh; `Authorization` may still hold another
+    /// scheme's value for the application, and a Bearer value after it.
+    Cookie,
 }
 
 /// Credentials found on a request.
@@ -187,8 +201,9 @@ fn admit(
     req: &RequestHeader,
     route: &Route,
     identity: Identity,
-    by_cookie: bool,
+    via: Via,
 ) -> Decision {
+    let by_cookie = via == Via::Cookie;
     if !route.roles.is_empty() && !route.roles.iter().any(|r| identity.roles.contains(r)) {
         return Decision::Deny(Failure::Forbidden);
     }
@@ -196,7 +211,7 @@ fn admit(
         tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", user = %identity.sub, method = %req.method, path = %req.uri.path());
         return Decision::Deny(Failure::Csrf);
     }
-    Decision::Allow(Some(identity))
+    Decision::Allow(Some(identity), via)
 }
 
 /// Decide whether `req` may pass `route`. Returns the decision and cookies to set on the
@@ -207,7 +222,7 @@ pub async fn authenticate(
     route: &Route,
 ) -> (Decision, Vec<http::HeaderValue>) {
     if route.auth == AuthMode::Public {
-        return (Decision::Allow(None), Vec::new());
+        return (Decision::Allow(None, Via::Public), Vec::new());
     }
     if !state.store.revocations_fresh() {
         // Fail closed: a revocation made elsewhere could be missing from the local view.
@@ -219,12 +234,12 @@ pub async fn authenticate(
         Credential::Ambiguous => Failure::InvalidToken,
         Credential::Bearer(t) => {
             return match state.tokens.verify(t).await {
-                Ok(identity) => (admit(state, req, route, identity, false), Vec::new()),
+                Ok(identity) => (admit(state, req, route, identity, Via::Bearer), Vec::new()),
                 Err(e) => (Decision::Deny(failure_for(e)), Vec::new()),
             }
         }
         Credential::Cookie(t) => match state.tokens.verify(t).await {
-            Ok(identity) => return (admit(state, req, route, identity, true), Vec::new()),
+            Ok(identity) => return (admit(state, req, route, identity, Via::Cookie), Vec::new()),
             Err(e) => failure_for(e),
         },
     };
@@ -253,7 +268,7 @@ pub async fn authenticate(
                 .map(str::to_string)
                 .unwrap_or_else(|| crate::tokens::access::random_id(32));
             let cookies = crate::routes::session_routes::session_cookies(state, &issued, &csrf);
-            (admit(state, req, route, identity, true), cookies)
+            (admit(state, req, route, identity, Via::Cookie), cookies)
         }
         Err(_) => (Decision::Deny(failure), cookies::clear_all(c)),
     }

@@ -14,7 +14,7 @@ pub mod upstreams;
 pub mod websocket;
 pub mod wire_name;
 
-use crate::auth::{self, Decision, Failure, Identity};
+use crate::auth::{self, Decision, Failure, Identity, Via};
 use crate::config::Config;
 use crate::metrics::{status_class, Metrics};
 use crate::routes::response::{send, LocalResponse};
@@ -359,7 +359,7 @@ impl Gateway {
             auth::authenticate(s, session.req_header(), &cfg.routes[index]).await;
         ctx.set_cookies = cookies;
         match decision {
-            Decision::Allow(identity) => {
+            Decision::Allow(identity, via) => {
                 if ctx.websocket {
                     let origin = session.req_header().headers.get(http::header::ORIGIN);
                     let same = origin.is_some_and(|o| {
@@ -389,11 +389,18 @@ impl Gateway {
                             .map(str::to_string),
                     };
                 }
-                if identity.is_some() {
-                    // Bearer tokens are for us, not for the application (other schemes, such
-                    // as Basic for the legacy app itself, go through). Removed before Pingora
-                    // copies the request for the upstream, so the copy never holds them.
-                    remove_bearer_values(session.req_header_mut())?;
+                // Bearer tokens are for us, not for the application (other schemes, such as
+                // Basic for the legacy app itself, go through). Removed before Pingora copies
+                // the request for the upstream, so the copy never holds them.
+                match via {
+                    // The one value is the token: the header goes, with no scan of values.
+                    Via::Bearer => {
+                        session
+                            .req_header_mut()
+                            .remove_header(&http::header::AUTHORIZATION);
+                    }
+                    Via::Cookie => remove_bearer_values(session.req_header_mut())?,
+                    Via::Public => {}
                 }
                 ctx.identity = identity;
                 Ok(false)

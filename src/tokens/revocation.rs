@@ -4,6 +4,7 @@
 //! leeway); the store is the durable copy and refills this view at start.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// Told about every revocation as it enters the view (open WebSockets of the session close).
@@ -15,9 +16,46 @@ pub trait RevocationListener: Send + Sync {
 /// Revoked `jti`s and `sid`s with the unix time until which each must be refused.
 #[derive(Default)]
 pub struct RevocationView {
-    jtis: RwLock<HashMap<String, u64>>,
-    sids: RwLock<HashMap<String, u64>>,
+    jtis: Revoked,
+    sids: Revoked,
     listener: OnceLock<Arc<dyn RevocationListener>>,
+}
+
+/// One map, with its size readable without the lock: most of the time no token at all is
+/// revoked, and then a request's check is one load instead of a lock taken and released.
+#[derive(Default)]
+struct Revoked {
+    map: RwLock<HashMap<String, u64>>,
+    /// Written under the write lock after each change.
+    len: AtomicUsize,
+}
+
+impl Revoked {
+    fn put(&self, key: &str, until: u64) {
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(key.to_string()).or_insert(0);
+        *e = (*e).max(until);
+        self.len.store(m.len(), Ordering::Release);
+    }
+
+    /// A check that reads the size as 0 while a revocation is being written is ordered
+    /// before that revocation, as if the request had come a moment earlier.
+    fn hit(&self, key: &str, now: u64) -> bool {
+        self.len.load(Ordering::Acquire) > 0
+            && !key.is_empty()
+            && self
+                .map
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(key)
+                .is_some_and(|until| *until >= now)
+    }
+
+    fn prune(&self, now: u64) {
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, until| *until >= now);
+        self.len.store(m.len(), Ordering::Release);
+    }
 }
 
 impl RevocationView {
@@ -31,50 +69,32 @@ impl RevocationView {
     }
 
     pub fn revoke_jti(&self, jti: &str, until: u64) {
-        Self::put(&self.jtis, jti, until);
+        self.jtis.put(jti, until);
         if let Some(l) = self.listener.get() {
             l.revoked_jti(jti);
         }
     }
 
     pub fn revoke_sid(&self, sid: &str, until: u64) {
-        Self::put(&self.sids, sid, until);
+        self.sids.put(sid, until);
         if let Some(l) = self.listener.get() {
             l.revoked_sid(sid);
         }
     }
 
-    fn put(map: &RwLock<HashMap<String, u64>>, key: &str, until: u64) {
-        let mut m = map.write().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry(key.to_string()).or_insert(0);
-        *e = (*e).max(until);
-    }
-
     /// Is a token with this `jti` and `sid` revoked at `now`?
     pub fn is_revoked(&self, jti: &str, sid: &str, now: u64) -> bool {
-        let hit = |map: &RwLock<HashMap<String, u64>>, key: &str| {
-            !key.is_empty()
-                && map
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(key)
-                    .is_some_and(|until| *until >= now)
-        };
-        hit(&self.sids, sid) || hit(&self.jtis, jti)
+        self.sids.hit(sid, now) || self.jtis.hit(jti, now)
     }
 
     /// Drop entries whose tokens have all expired.
     pub fn prune(&self, now: u64) {
-        for map in [&self.jtis, &self.sids] {
-            map.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, until| *until >= now);
-        }
+        self.jtis.prune(now);
+        self.sids.prune(now);
     }
 
     pub fn len(&self) -> usize {
-        self.jtis.read().map(|m| m.len()).unwrap_or(0)
-            + self.sids.read().map(|m| m.len()).unwrap_or(0)
+        self.jtis.len.load(Ordering::Acquire) + self.sids.len.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,5 +117,13 @@ mod tests {
         assert!(!v.is_revoked("", "", 0));
         v.prune(150);
         assert_eq!(v.len(), 1);
+        assert!(v.is_revoked("x", "s1", 150));
+        // Emptied, then a revocation again: the size the check reads first follows both.
+        v.prune(1000);
+        assert!(v.is_empty());
+        assert!(!v.is_revoked("j1", "s1", 0));
+        v.revoke_jti("j2", 500);
+        assert!(v.is_revoked("j2", "", 10));
+        assert!(!v.is_revoked("j1", "s1", 10));
     }
 }

@@ -188,6 +188,23 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
     .unwrap();
     assert_eq!(status, 401);
     assert_eq!(s.up.count(), before);
+    // The one Bearer value, its header and scheme spelled oddly: the whole header is removed
+    // (names are matched without regard to case, in both of Pingora's maps).
+    let t = s.valid(Algorithm::ES256);
+    let req = format!(
+        "GET /page HTTP/1.1\r\nHost: a\r\naUTHORIZATION: bEARER {t}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = raw(s.gw.port, req.as_bytes()).unwrap();
+    assert_eq!(status, 200);
+    let seen = s.up.requests().pop().unwrap();
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(k, _)| !k.eq_ignore_ascii_case("authorization")),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-forwarded-user").as_deref(), Some("alice"));
 }
 
 #[test]
