@@ -8,16 +8,46 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # --- system packages -------------------------------------------------------------------
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v cc >/dev/null 2>&1 || missing+=(gcc)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+have cmake || missing+=(cmake)
+have cc || missing+=(gcc)
+have redis-server || missing+=(redis-server)
+have redis-sentinel || missing+=(redis-sentinel)  # the failover test (tests/it/sentinel.rs)
+# The real servers the differential tests (tests/it/differential.rs) put behind the gateway.
+have node || missing+=(nodejs)
+have nginx || missing+=(nginx)
+have apache2 || missing+=(apache2)
+have java || missing+=(default-jre-headless)
+[ -f /usr/share/tomcat10/bin/bootstrap.jar ] || missing+=(tomcat10-common)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  # The tests start every server themselves on ephemeral loopback ports: the packages' own
+  # services must not start on ports 80 and 8080 (policy-rc.d refuses every start while the
+  # packages install, then goes; tomcat10-common has no service at all).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  # Nor stay enabled for the next boot (or run, where a policy of the machine let them start).
+  for svc in "${missing[@]}"; do
+    case "$svc" in
+      nginx | apache2)
+        if [ -d /run/systemd/system ]; then
+          $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        else
+          $SUDO service "$svc" stop >/dev/null 2>&1 || true
+        fi
+        ;;
+    esac
+  done
 fi
 
 # PyJWT: the independent JOSE implementation the token tests check our tokens with.
@@ -25,6 +55,13 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
   log "installing PyJWT (pip)"
   command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
   pip3 install -q pyjwt cryptography 2>/dev/null || pip3 install -q --break-system-packages pyjwt cryptography
+fi
+
+# Flask (Werkzeug): one of the real upstream servers of the differential tests.
+if ! python3 -c 'import flask' >/dev/null 2>&1; then
+  log "installing Flask (pip)"
+  command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+  pip3 install -q flask 2>/dev/null || pip3 install -q --break-system-packages flask
 fi
 
 # One profile (release) for everything: dependencies are compiled once, argon2 runs at full
@@ -49,7 +86,8 @@ python3 scripts/pgo/train.py target/release/portcullis
 
 log "portcullis check on every config in config/"
 for f in config/portcullis*.yaml; do
-  ./target/release/portcullis check -c "$f"
+  # The shipped configs take their signing secret from the environment (no default is safe).
+  PORTCULLIS_HS256_SECRET="$(head -c 48 /dev/urandom | base64 -w0)" ./target/release/portcullis check -c "$f"
 done
 
 if ! command -v hadolint >/dev/null 2>&1 && command -v pip3 >/dev/null 2>&1; then

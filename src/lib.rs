@@ -4,7 +4,8 @@
 //! - `cli`: command line (serve, check, demo, probe)
 //! - `config`: the YAML file: env substitution, strict wire types, validated model
 //! - `server`: `build(config)`: wires everything into a Pingora server without running it
-//! - `gateway`: the `ProxyHttp` implementation: routing, header hygiene, security headers, upstreams
+//! - `gateway`: the `ProxyHttp` implementation: request-head limits, the canonical target and
+//!   host, routing, header hygiene, CORS, security headers, upstreams
 //! - `auth`: the per-request authentication decision
 //! - `tokens`: keyring, access JWT issue/verify with cache, external issuers, revocation view
 //! - `clock`: injected time

@@ -5,6 +5,7 @@
 use crate::auth::sessions::{Pruner, Sessions};
 use crate::auth::users::{UserDirectory, UsersReloader};
 use crate::config::{Config, StoreConfig};
+use crate::gateway::client_limits;
 use crate::gateway::idle::LeanIdle;
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
@@ -108,9 +109,12 @@ pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
             }
             Ok(Arc::new(SledStore::open(path, Duration::from_secs(10))?))
         }
-        StoreConfig::Redis { url, max_staleness } => Ok(Arc::new(
-            crate::store::redis::RedisStore::open(url, *max_staleness)?,
-        )),
+        StoreConfig::Redis {
+            url, max_staleness, ..
+        } => Ok(Arc::new(crate::store::redis::RedisStore::open(
+            url,
+            *max_staleness,
+        )?)),
     }
 }
 
@@ -147,6 +151,9 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         check_listeners(&config)?;
     }
     let store = open_store(&config)?;
+    // Before any listener or connection exists: the usual soft limit (1024) is far below
+    // `limits.max_connections`.
+    client_limits::raise_open_file_limit();
 
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -227,7 +234,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     http.handle_init_modules();
     let mut proxy = Service::new(
         "portcullis".to_string(),
-        LeanIdle::new(http, config.server.keepalive_timeout),
+        LeanIdle::new(http, &config, &state.security_headers),
     );
     let l4_buffer = L4BufferSettings::new(
         config.limits.read_buffer_bytes,

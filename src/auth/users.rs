@@ -4,7 +4,7 @@
 use crate::secret::Secret;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -61,7 +61,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, String> {
             return Err(format!("{f}: users: a user id must not be empty"));
         }
         match argon2::PasswordHash::new(&u.password) {
-            Ok(h) if h.algorithm.as_str() == "argon2id" => {}
+            Ok(h) if h.algorithm.as_str() == "argon2id" => {
+                if is_published_password(&u.password, &h) {
+                    return Err(format!(
+                        "{f}: {key}.password: is a password published in portcullis's examples; set a new one with `portcullis hash-password`"
+                    ));
+                }
+            }
             _ => {
                 return Err(format!(
                     "{f}: {key}.password: not an argon2id PHC string (create one with `portcullis hash-password`)"
@@ -85,6 +91,33 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, String> {
         users.by_id.insert(id, user);
     }
     Ok(users)
+}
+
+/// Hashes already verified not to match a published password, so that a reload verifies only
+/// the hashes that changed (one argon2 verification each).
+static CHECKED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// Does this hash accept a password printed in portcullis's examples?
+fn is_published_password(phc: &str, hash: &argon2::PasswordHash<'_>) -> bool {
+    use argon2::PasswordVerifier;
+    if crate::secret::PUBLISHED_PASSWORD_HASHES.contains(&phc) {
+        return true;
+    }
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if checked.as_ref().is_some_and(|c| c.contains(phc)) {
+        return false;
+    }
+    let hit = crate::secret::PUBLISHED_PASSWORDS.iter().any(|p| {
+        argon2::Argon2::default()
+            .verify_password(p.as_bytes(), hash)
+            .is_ok()
+    });
+    if !hit {
+        checked
+            .get_or_insert_with(HashSet::new)
+            .insert(phc.to_string());
+    }
+    hit
 }
 
 /// The live user directory.
@@ -209,6 +242,27 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("users.bob") && e.contains("pasword"), "{e}");
+    }
+
+    #[test]
+    fn published_passwords_are_refused() {
+        for published in crate::secret::PUBLISHED_PASSWORD_HASHES {
+            let text =
+                format!("users:\n  alice: {{ email: a@x.test, password: \"{published}\" }}\n");
+            let e = parse(&text, Path::new("u.yaml")).err().unwrap();
+            assert!(
+                e.starts_with("u.yaml: users.alice.password: is a password published"),
+                "{e}"
+            );
+        }
+        // The same password hashed again with another salt.
+        let rehashed = crate::auth::password::hash_password(crate::secret::PUBLISHED_PASSWORDS[0]);
+        let text = format!("users:\n  bob: {{ email: b@x.test, password: \"{rehashed}\" }}\n");
+        let e = parse(&text, Path::new("u.yaml")).err().unwrap();
+        assert!(
+            e.contains("users.bob.password: is a password published"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub logging: LoggingFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Cross-origin policy for `/auth/*`.
+    pub cors: Option<CorsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +126,17 @@ pub struct StoreFile {
     pub path: Option<String>,
     pub redis_url: Option<String>,
     pub max_staleness: Option<String>,
+    pub timeout: Option<String>,
+    pub redis_sentinel: Option<SentinelFile>,
+    pub redis_min_replicas_acked: Option<u32>,
+    pub upgrade_socket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelFile {
+    pub master_name: String,
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +189,22 @@ pub struct RouteFile {
     pub auth: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    pub path_params: Option<String>,
+    pub strict_paths: Option<bool>,
+    pub cors: Option<CorsFile>,
+    pub security_headers: Option<SecurityHeadersFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: Option<bool>,
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,4 +235,6 @@ pub struct LimitsFile {
     pub max_headers: Option<usize>,
     pub max_auth_body_bytes: Option<usize>,
     pub read_buffer_bytes: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub max_connections: Option<usize>,
 }

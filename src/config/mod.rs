@@ -117,7 +117,11 @@ mod tests {
         assert_eq!(c.tokens.refresh_ttl.as_secs(), 7 * 86400);
         assert_eq!(c.cookies.access_name, "__Host-pc_access");
         assert_eq!(c.health.liveness, "/healthz");
-        assert_eq!(c.security_headers.headers.len(), 5);
+        assert_eq!(c.security_headers.headers.len(), 11);
+        let route = &c.routes[0];
+        assert_eq!(route.path_params, PathParams::Reject);
+        assert!(route.strict_paths && route.cors.is_none() && route.security_headers.is_none());
+        assert_eq!(c.limits.header_timeout.as_secs(), 10);
         assert_eq!(c.users_file, Path::new("/etc/pc/users.yaml"));
     }
 

@@ -21,6 +21,11 @@ pub struct Config {
     /// `users.file` was set explicitly: then a missing file is an error.
     pub users_file_required: bool,
     pub store: StoreConfig,
+    /// Deadline of every store call (`store.timeout`): past it the request gets 503.
+    pub store_timeout: Duration,
+    /// Where the old process hands its listening sockets to the new one on a zero-downtime
+    /// upgrade (`store.upgrade_socket`; by default next to the sled database).
+    pub upgrade_socket: PathBuf,
     pub rate_limits: RateLimits,
     pub security_headers: SecurityHeaders,
     pub identity_headers: IdentityHeaders,
@@ -30,6 +35,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub logging: Logging,
     pub limits: Limits,
+    /// Cross-origin policy for `/auth/*`.
+    pub cors: Option<Cors>,
     /// Things an operator probably did not mean; printed at start-up and by `check`.
     pub warnings: Vec<String>,
 }
@@ -137,7 +144,21 @@ pub enum StoreConfig {
         /// How long access tokens are still checked against the local revocation view while
         /// Redis is unreachable; after that protected requests fail closed (503).
         max_staleness: Duration,
+        /// Find the master through Redis Sentinel instead of `url`'s host (its database
+        /// number and credentials still apply).
+        sentinel: Option<Sentinel>,
+        /// Replicas that must acknowledge a rotation (`WAIT`) before it is answered: an
+        /// acknowledged rotation then survives the loss of the master. 0: do not wait.
+        min_replicas_acked: u32,
     },
+}
+
+/// `store.redis_sentinel`.
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    pub master_name: String,
+    /// `host:port` of each sentinel.
+    pub addresses: Vec<String>,
 }
 
 /// `count` events per `window`.
@@ -213,6 +234,40 @@ pub struct Route {
     pub upstream: String,
     pub auth: AuthMode,
     pub roles: Vec<String>,
+    /// What to do with `;params` in path segments (servlet containers drop them).
+    pub path_params: PathParams,
+    /// Refuse path forms that some server resolves to another resource (segments ending in
+    /// `.` or a space, non-ASCII escapes, encoded escapes). `false` lets them through.
+    pub strict_paths: bool,
+    /// Cross-origin policy of this route; `None` sends no CORS headers.
+    pub cors: Option<Cors>,
+    /// Replaces the global security headers on this route's answers.
+    pub security_headers: Option<SecurityHeaders>,
+}
+
+/// `routes[].path_params`: routes always match on the path with every segment's `;params`
+/// removed, as servlet containers dispatch; this says what goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathParams {
+    /// Forward the path without the parameters.
+    Strip,
+    /// Forward the parameters as sent (`;jsessionid=` URL rewriting).
+    Keep,
+    /// Answer 400 to a path that carries any.
+    Reject,
+}
+
+/// A validated `cors` block.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Lower-case `scheme://host[:port]` origins; `any` is `"*"`.
+    pub allowed_origins: Vec<String>,
+    pub any_origin: bool,
+    pub allow_credentials: bool,
+    pub allowed_methods: Vec<http::Method>,
+    pub allowed_headers: Vec<HeaderName>,
+    pub expose_headers: Vec<HeaderName>,
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -241,4 +296,10 @@ pub struct Limits {
     /// Per-connection read buffer of the plain listeners (Pingora's default is 64 KiB, which
     /// every idle keep-alive connection would hold).
     pub read_buffer_bytes: usize,
+    /// How long a client may take to send a request's headers, from its first byte.
+    pub header_timeout: Duration,
+    /// Client connections open at once, over all listeners; more are closed as soon as they
+    /// are accepted. Never more than half of what the open-file limit leaves free (each client
+    /// may need an upstream connection too).
+    pub max_connections: usize,
 }

@@ -129,6 +129,12 @@ pub const DEFAULT_SECURITY_HEADERS: &[(&str, &str)] = &[
     ("X-Frame-Options", "SAMEORIGIN"),
     ("Content-Security-Policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"),
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("Origin-Agent-Cluster", "?1"),
+    ("X-DNS-Prefetch-Control", "off"),
+    ("X-Permitted-Cross-Domain-Policies", "none"),
+    ("X-XSS-Protection", "0"),
 ];
 
 /// Build the validated model. `base` is the directory relative paths are resolved against.
@@ -155,6 +161,28 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
                 &file.store.max_staleness,
                 Duration::from_secs(30),
             )?,
+            sentinel: match &file.store.redis_sentinel {
+                None => None,
+                Some(s) => {
+                    if s.master_name.trim().is_empty() {
+                        return invalid("store.redis_sentinel.master_name", "must not be empty");
+                    }
+                    if s.addresses.is_empty() {
+                        return invalid(
+                            "store.redis_sentinel.addresses",
+                            "at least one sentinel host:port is needed",
+                        );
+                    }
+                    for (i, a) in s.addresses.iter().enumerate() {
+                        resolve(&format!("store.redis_sentinel.addresses[{i}]"), a)?;
+                    }
+                    Some(Sentinel {
+                        master_name: s.master_name.clone(),
+                        addresses: s.addresses.clone(),
+                    })
+                }
+            },
+            min_replicas_acked: file.store.redis_min_replicas_acked.unwrap_or(0),
         },
         _ => StoreConfig::Sled {
             path: resolve_path(
@@ -162,6 +190,20 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
                 file.store.path.as_deref().unwrap_or("data/portcullis.db"),
             ),
         },
+    };
+    if matches!(store, StoreConfig::Sled { .. })
+        && (file.store.redis_sentinel.is_some() || file.store.redis_min_replicas_acked.is_some())
+    {
+        return invalid(
+            "store.redis_sentinel",
+            "redis_sentinel and redis_min_replicas_acked need store.backend: redis",
+        );
+    }
+    let store_timeout = duration_or("store.timeout", &file.store.timeout, Duration::from_secs(2))?;
+    let upgrade_socket = match (&file.store.upgrade_socket, &store) {
+        (Some(p), _) => resolve_path(base, p),
+        (None, StoreConfig::Sled { path }) => path.with_extension("upgrade.sock"),
+        (None, StoreConfig::Redis { .. }) => PathBuf::from("/tmp/portcullis_upgrade.sock"),
     };
     let rl = &file.rate_limits;
     let five_per_15m = Rate {
@@ -184,7 +226,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             },
         )?,
     };
-    let security_headers = security_headers(&file.security_headers)?;
+    let security_headers = security_headers("security_headers", &file.security_headers)?;
     let ih = &file.identity_headers;
     let spelled = [
         ih.user.as_deref().unwrap_or("X-Forwarded-User"),
@@ -252,6 +294,20 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             file.limits.read_buffer_bytes,
             1024,
         )?,
+        header_timeout: duration_or(
+            "limits.header_timeout",
+            &file.limits.header_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_connections: positive(
+            "limits.max_connections",
+            file.limits.max_connections,
+            10_000,
+        )?,
+    };
+    let cors = match &file.cors {
+        Some(c) => Some(cors("cors", c)?),
+        None => None,
     };
     Ok(Config {
         source: source.to_path_buf(),
@@ -261,6 +317,8 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         users_file: resolve_path(base, file.users.file.as_deref().unwrap_or("users.yaml")),
         users_file_required: file.users.file.is_some(),
         store,
+        store_timeout,
+        upgrade_socket,
         rate_limits,
         security_headers,
         identity_headers,
@@ -270,6 +328,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         metrics_listen,
         logging,
         limits,
+        cors,
         warnings,
     })
 }
@@ -473,6 +532,12 @@ fn tokens(
                         "an HS256 secret must be at least 32 bytes",
                     );
                 }
+                if crate::secret::PUBLISHED_SECRETS.contains(&s.as_str()) {
+                    return invalid(
+                        format!("{key}.secret"),
+                        "is the placeholder published in portcullis's examples: anyone can forge tokens with it; set a random one (e.g. `openssl rand -base64 48`) through ${PORTCULLIS_HS256_SECRET}",
+                    );
+                }
                 KeySource::Secret(Secret::new(s.clone()))
             }
             (Algorithm::HS256, _) => {
@@ -612,9 +677,9 @@ fn cookies(c: &CookiesFile) -> R<CookiesConfig> {
     Ok(cfg)
 }
 
-fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
+fn security_headers(at: &str, s: &SecurityHeadersFile) -> R<SecurityHeaders> {
     let mode = one_of(
-        "security_headers.mode",
+        &format!("{at}.mode"),
         s.mode.as_deref(),
         HeaderMode::Set,
         &[("set", HeaderMode::Set), ("default", HeaderMode::Default)],
@@ -629,7 +694,7 @@ fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
             .collect(),
     };
     for (name, value) in pairs {
-        let key = format!("security_headers.headers.{name}");
+        let key = format!("{at}.headers.{name}");
         let hn = header_name(&key, &name)?;
         let hv = HeaderValue::from_str(&value)
             .or_else(|_| invalid(&key, "value contains characters not allowed in a header"))?;
@@ -645,7 +710,7 @@ fn security_headers(s: &SecurityHeadersFile) -> R<SecurityHeaders> {
         .iter()
         .enumerate()
     {
-        remove.push(header_name(&format!("security_headers.remove[{i}]"), name)?);
+        remove.push(header_name(&format!("{at}.remove[{i}]"), name)?);
     }
     Ok(SecurityHeaders {
         mode,
@@ -753,12 +818,41 @@ fn routes(
         while prefix.len() > 1 && prefix.ends_with('/') {
             prefix.pop();
         }
+        let protected = auth == AuthMode::Required;
+        let path_params = one_of(
+            &format!("{key}.path_params"),
+            route.path_params.as_deref(),
+            if protected {
+                PathParams::Reject
+            } else {
+                PathParams::Keep
+            },
+            &[
+                ("strip", PathParams::Strip),
+                ("keep", PathParams::Keep),
+                ("reject", PathParams::Reject),
+            ],
+        )?;
+        let host = match &route.host {
+            Some(h) => Some(route_host(&format!("{key}.host"), h)?),
+            None => None,
+        };
         out.push(Route {
-            host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            host,
             path_prefix: prefix,
             upstream: route.upstream.clone(),
             auth,
             roles: route.roles.clone(),
+            path_params,
+            strict_paths: route.strict_paths.unwrap_or(true),
+            cors: match &route.cors {
+                Some(c) => Some(cors(&format!("{key}.cors"), c)?),
+                None => None,
+            },
+            security_headers: match &route.security_headers {
+                Some(h) => Some(security_headers(&format!("{key}.security_headers"), h)?),
+                None => None,
+            },
         });
     }
     if out.is_empty() {
@@ -770,4 +864,84 @@ fn routes(
         }
     }
     Ok(out)
+}
+
+/// A route's host as requests are matched against it: lower case, without a trailing dot.
+fn route_host(key: &str, value: &str) -> R<String> {
+    let h = value.to_ascii_lowercase();
+    let h = h.strip_suffix('.').unwrap_or(&h).to_string();
+    if h.is_empty() || h.contains(['/', ':', ' ']) && !h.starts_with('[') {
+        return invalid(
+            key,
+            format!("must be a host name without port, got {value:?}"),
+        );
+    }
+    Ok(h)
+}
+
+fn cors(at: &str, c: &CorsFile) -> R<Cors> {
+    let mut allowed_origins = Vec::new();
+    let mut any_origin = false;
+    for (i, o) in c.allowed_origins.iter().enumerate() {
+        let key = format!("{at}.allowed_origins[{i}]");
+        if o == "*" {
+            any_origin = true;
+            continue;
+        }
+        let lower = o.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {}
+            _ => {
+                return invalid(
+                    key,
+                    format!("must be an origin like https://app.example.com (no path), got {o:?}"),
+                )
+            }
+        }
+        allowed_origins.push(lower);
+    }
+    let allow_credentials = c.allow_credentials.unwrap_or(false);
+    if any_origin && allow_credentials {
+        return invalid(
+            format!("{at}.allowed_origins"),
+            "\"*\" cannot be combined with allow_credentials: true (browsers refuse it, and it would hand every site the user's session)",
+        );
+    }
+    let methods = c
+        .allowed_methods
+        .clone()
+        .unwrap_or_else(|| vec!["GET".into(), "POST".into()]);
+    let mut allowed_methods = Vec::new();
+    for (i, m) in methods.iter().enumerate() {
+        let m = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).or_else(|_| {
+            invalid(
+                format!("{at}.allowed_methods[{i}]"),
+                format!("not an HTTP method: {m:?}"),
+            )
+        })?;
+        allowed_methods.push(m);
+    }
+    let names = |list: &Option<Vec<String>>, what: &str| -> R<Vec<HeaderName>> {
+        list.iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, n)| header_name(&format!("{at}.{what}[{i}]"), n))
+            .collect()
+    };
+    Ok(Cors {
+        allowed_origins,
+        any_origin,
+        allow_credentials,
+        allowed_methods,
+        allowed_headers: names(&c.allowed_headers, "allowed_headers")?,
+        expose_headers: names(&c.expose_headers, "expose_headers")?,
+        max_age: duration_or(
+            &format!("{at}.max_age"),
+            &c.max_age,
+            Duration::from_secs(600),
+        )?,
+    })
 }

@@ -25,25 +25,41 @@ const UNTRUSTED_ONLY: &[&str] = &[
     "x-real-ip",
 ];
 
-/// The precomputed protected names, normalized (lower case, `_` as `-`). A handful of names:
-/// a scan without allocating beats hashing a normalized copy of every request header.
+/// The precomputed protected names, normalized ([`normalize`]). A handful of names: a scan
+/// without allocating beats hashing a normalized copy of every request header.
 pub struct Protected {
     always: Vec<String>,
     untrusted_only: Vec<String>,
 }
 
-fn normalize(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// A header name as applications behind the gateway may read it: frameworks turn header
+/// names into variable names (CGI's `HTTP_X_FORWARDED_USER`, PHP, Rack, WSGI) by mapping
+/// punctuation to one separator, so `X.Forwarded.User` or `x_forwarded~user` can arrive as
+/// the trusted identity header. Lower case, and every byte other than a letter or digit as
+/// `-`.
+#[inline]
+fn fold(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
 }
 
-/// Does a request header name (lower case, as `http` stores it) equal a normalized protected
-/// name when `_` is read as `-`?
+fn normalize(name: &str) -> String {
+    name.bytes().map(|b| char::from(fold(b))).collect()
+}
+
+/// Does a request header name equal a normalized protected name once normalized itself?
+/// Compared byte by byte, without building the normalized copy (this runs for every header
+/// of every request).
+#[inline]
 fn same_name(name: &str, normalized: &str) -> bool {
     name.len() == normalized.len()
         && name
             .bytes()
             .zip(normalized.bytes())
-            .all(|(a, b)| (if a == b'_' { b'-' } else { a }) == b)
+            .all(|(a, b)| fold(a) == b)
 }
 
 impl Protected {
@@ -53,7 +69,8 @@ impl Protected {
             .into_iter()
             .map(normalize)
             .collect();
-        // Variants with `_` of the proxy headers: the gateway sets the canonical ones itself.
+        // Variants of the proxy headers (`X_Forwarded_For`): the gateway sets the canonical
+        // ones itself.
         for h in PROXY_HEADERS {
             always.push(normalize(h));
         }
@@ -65,7 +82,8 @@ impl Protected {
         }
     }
 
-    /// Remove every client-sent copy of a protected header, in any case and with `_` for `-`.
+    /// Remove every client-sent copy of a protected header, in any case and with any
+    /// punctuation for `-` ([`normalize`]).
     /// Returns the names removed (for the audit log); canonical proxy headers from a trusted
     /// peer are kept since `X-Forwarded-For` chaining needs them.
     pub fn strip(&self, req: &mut RequestHeader, peer_trusted: bool) -> Vec<HeaderName> {
@@ -177,6 +195,47 @@ mod tests {
         p.strip(&mut req, false);
         let left: Vec<_> = req.headers.keys().map(|k| k.as_str().to_string()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn any_punctuation_reads_as_a_dash() {
+        let p = Protected::new(&config());
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        // Every token character a header name may contain, as a separator.
+        for sep in "-_.!#$%&'*+^`|~".chars() {
+            req.append_header(format!("X{sep}Forwarded{sep}User"), "x")
+                .unwrap();
+        }
+        for (k, v) in [
+            ("x.forwarded_email", "c"),
+            ("X.Real.Ip", "e"),
+            ("x.forwarded.for", "f"),
+            ("X-Forwarded-For", "g"),
+            // Near misses stay.
+            ("X-Forwarded-Users", "h"),
+            ("XForwardedUser", "i"),
+            ("X--Forwarded-User", "j"),
+        ] {
+            req.append_header(k.to_string(), v).unwrap();
+        }
+        let stripped = p.strip(&mut req, true);
+        assert!(stripped.len() >= 16, "{stripped:?}");
+        let mut left: Vec<_> = req.headers.keys().map(|k| k.as_str().to_string()).collect();
+        left.sort();
+        // A trusted proxy's canonical X-Forwarded-For stays (and X-Real-IP from it).
+        assert_eq!(
+            left,
+            vec![
+                "x--forwarded-user",
+                "x-forwarded-for",
+                "x-forwarded-users",
+                "x.real.ip",
+                "xforwardeduser",
+            ]
+        );
+        assert_eq!(normalize("X_Remote.USER"), "x-remote-user");
+        assert!(same_name("x~forwarded|user", "x-forwarded-user"));
+        assert!(!same_name("x-forwarded-use", "x-forwarded-user"));
     }
 
     #[test]

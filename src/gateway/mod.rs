@@ -1,11 +1,19 @@
 //! The Pingora `ProxyHttp` implementation. Each hook is thin and calls a free function:
 //!
-//! - `routing.rs`: path normalization and route matching
+//! - `routing.rs`: route matching on the canonical path and host
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
 //! - `security_headers.rs`: headers on every response
+//! - `cors.rs`: cross-origin policy: preflights answered here, CORS headers on answers
 //! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
 //! - `idle.rs`: idle keep-alive connections wait in a small future, not Pingora's request one
+//! - `client_limits.rs`: the request head's size, header count and deadline, checked while it
+//!   is read (before Pingora); the gateway's own 400/405/408/431; the connection cap
+//! - `canonical.rs`: the one form of the target and host that routing decides on and the
+//!   application receives
 
+pub mod canonical;
+pub mod client_limits;
+pub mod cors;
 pub mod identity;
 pub mod idle;
 pub mod routing;
@@ -47,6 +55,10 @@ pub struct AppState {
     pub websockets: Arc<websocket::WsRegistry>,
     pub protected: identity::Protected,
     pub security_headers: security_headers::Prepared,
+    /// Routes' own security headers, replacing `security_headers` on their answers.
+    pub route_security_headers: security_headers::RouteSets,
+    /// Cross-origin policies of the routes and of `/auth/*`.
+    pub cors: cors::Policies,
     /// Identity header names, parsed once with their wire spelling.
     pub identity_names: [wire_name::WireName; 3],
     /// Metric/log label per route (`host/prefix`).
@@ -87,6 +99,8 @@ impl AppState {
             route_series,
             protected: identity::Protected::new(&config),
             security_headers: security_headers::Prepared::new(&config.security_headers),
+            route_security_headers: security_headers::RouteSets::new(&config),
+            cors: cors::Policies::new(&config),
             identity_names: {
                 let ih = &config.identity_headers;
                 let [u, e, r] = &ih.wire_names;
@@ -194,6 +208,104 @@ fn headers_too_large(req: &RequestHeader, limits: &crate::config::Limits) -> boo
     false
 }
 
+/// The answer to a target that was refused: `OPTIONS *` asks about the server itself and is
+/// answered here; everything else is 400.
+fn refuse_target(e: canonical::TargetError, method: &http::Method) -> LocalResponse {
+    if e == canonical::TargetError::Asterisk && method == http::Method::OPTIONS {
+        return LocalResponse::new(204, "text/plain; charset=utf-8", "").header(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+    }
+    LocalResponse::error(400, "bad_request", &e.to_string())
+}
+
+/// Why a request was refused once its target parsed.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Host(#[from] canonical::HostError),
+    #[error(transparent)]
+    Target(#[from] canonical::TargetError),
+    #[error(transparent)]
+    Unusual(#[from] canonical::Unusual),
+    #[error("path parameters (';') are not allowed on this route")]
+    PathParams,
+}
+
+/// The canonical host, and the route for it and `target`. The host comes back only when it
+/// must be rewritten for the upstream (case, trailing dot, default port, absolute form).
+fn admit_host(
+    cfg: &crate::config::Config,
+    req: &RequestHeader,
+    target: &canonical::Target,
+    tls: bool,
+) -> Result<(Option<usize>, Option<String>), Refused> {
+    let mut values = req.headers.get_all(HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err(canonical::HostError::Repeated.into());
+    }
+    let header = match header {
+        Some(v) => Some(v.to_str().map_err(|_| canonical::HostError::Invalid)?),
+        None => None,
+    };
+    let host = match (header, target.authority.as_deref()) {
+        (Some(h), None) => Some(canonical::canonical_host(h, tls)?),
+        (Some(h), Some(a)) => {
+            let (h, a) = (
+                canonical::canonical_host(h, tls)?,
+                canonical::canonical_host(a, tls)?,
+            );
+            if h != a {
+                return Err(canonical::TargetError::AuthorityMismatch.into());
+            }
+            Some(a)
+        }
+        (None, Some(a)) => Some(canonical::canonical_host(a, tls)?),
+        (None, None) if req.version >= http::Version::HTTP_11 => {
+            return Err(canonical::HostError::Missing.into())
+        }
+        (None, None) => None,
+    };
+    let index = routing::find_route(&cfg.routes, host.as_ref().map(|h| h.name()), &target.path);
+    let rewrite = match (&host, header) {
+        (Some(h), Some(sent)) if h.full == sent => None,
+        (Some(h), _) => Some(h.full.to_string()),
+        (None, _) => None,
+    };
+    Ok((index, rewrite))
+}
+
+/// The path that goes upstream for `route`, or why the route refuses this target.
+fn route_path<'t>(
+    route: &crate::config::Route,
+    target: &'t canonical::Target,
+) -> Result<&'t str, Refused> {
+    if route.strict_paths {
+        if let Some(u) = target.unusual {
+            return Err(u.into());
+        }
+    }
+    Ok(match (route.path_params, &target.with_params) {
+        (_, None) => &target.path,
+        (crate::config::PathParams::Reject, Some(_)) => return Err(Refused::PathParams),
+        (crate::config::PathParams::Strip, Some(_)) => &target.path,
+        (crate::config::PathParams::Keep, Some(with)) => with,
+    })
+}
+
+/// Is `raw` exactly `path`, followed by `?query` when there is one?
+fn same_target(raw: &[u8], path: &str, query: &Option<String>) -> bool {
+    let Some(rest) = raw.strip_prefix(path.as_bytes()) else {
+        return false;
+    };
+    match query {
+        None => rest.is_empty(),
+        Some(q) => rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes(),
+    }
+}
+
 /// `/auth/login?return_to=<path and query>`.
 pub fn login_url(path_and_query: &str) -> String {
     let encoded: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
@@ -295,24 +407,39 @@ impl Gateway {
             );
         }
 
-        let raw_path = session.req_header().uri.path().to_string();
-        if raw_path == cfg.health.liveness {
+        // The canonical target: probes, `/auth` and routes all decide on it, and it is what
+        // goes upstream. A target without one meaning is refused here, before any route.
+        let target = match canonical::parse_target(session.req_header().raw_path()) {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.label = "none";
+                let r = refuse_target(e, &session.req_header().method);
+                return send(session, ctx, s, r).await;
+            }
+        };
+        let path = target.path.as_str();
+        if path == cfg.health.liveness {
             ctx.label = "probe";
             return send(session, ctx, s, crate::health::liveness()).await;
         }
-        if raw_path == cfg.health.readiness {
+        if path == cfg.health.readiness {
             ctx.label = "probe";
             let r = crate::health::readiness(s).await;
             return send(session, ctx, s, r).await;
         }
-        let path = match routing::normalize_path(&raw_path) {
-            Ok(p) => p,
+        let (index, host) = match admit_host(cfg, session.req_header(), &target, ctx.tls) {
+            Ok(found) => found,
             Err(e) => {
                 ctx.label = "none";
+                tracing::info!(target: "portcullis::audit", event = "request_refused", request_id = %ctx.id, reason = %e);
                 let r = LocalResponse::error(400, "bad_request", &e.to_string());
                 return send(session, ctx, s, r).await;
             }
         };
+        if let Some(host) = host {
+            // The host the application sees is the one routing decided on.
+            session.req_header_mut().insert_header(HOST, host)?;
+        }
         if path == "/.well-known/jwks.json" || path == "/auth/jwks.json" {
             ctx.label = "auth";
             let r = LocalResponse::new(200, "application/json", s.tokens.keyring.jwks.clone())
@@ -324,25 +451,32 @@ impl Gateway {
         }
         if path == "/auth" || path.starts_with("/auth/") {
             ctx.label = "auth";
-            return crate::routes::handle(s, session, ctx, &path).await;
+            return crate::routes::handle(s, session, ctx, path).await;
         }
-        let req = session.req_header();
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
-        let Some(index) = routing::find_route(&cfg.routes, host, &path) else {
+        let Some(index) = index else {
             ctx.label = "none";
             let r = LocalResponse::error(404, "not_found", "no route for this path");
             return send(session, ctx, s, r).await;
         };
         ctx.route = Some(index);
-        if path != raw_path {
-            // Forward exactly the path that was authorized.
-            let new = match req.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
+        // A CORS preflight on a route with `cors` is answered here, unauthenticated.
+        if let Some(r) = s.cors.preflight(Some(index), session.req_header()) {
+            return send(session, ctx, s, r).await;
+        }
+        let route = &cfg.routes[index];
+        let forwarded = match route_path(route, &target) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(target: "portcullis::audit", event = "request_refused", request_id = %ctx.id, reason = %e);
+                let r = LocalResponse::error(400, "bad_request", &e.to_string());
+                return send(session, ctx, s, r).await;
+            }
+        };
+        if !same_target(session.req_header().raw_path(), forwarded, &target.query) {
+            // Forward exactly the path that was authorized, in origin form.
+            let new = match &target.query {
+                Some(q) => format!("{forwarded}?{q}"),
+                None => forwarded.to_string(),
             };
             session.req_header_mut().set_raw_path(new.as_bytes())?;
         }
@@ -554,7 +688,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -577,7 +711,14 @@ impl ProxyHttp for Gateway {
         for v in ctx.set_cookies.drain(..) {
             resp.append_header(http::header::SET_COOKIE, v)?;
         }
-        security_headers::apply(resp, &self.state.security_headers);
+        let s = &self.state;
+        let set = s
+            .route_security_headers
+            .pick(ctx.route, &s.security_headers);
+        security_headers::apply(resp, set);
+        if let Some(policy) = ctx.route.and_then(|i| s.cors.route(i)) {
+            cors::apply(resp, policy, session.req_header(), true);
+        }
         Ok(())
     }
 
@@ -624,6 +765,13 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// What Pingora's own error lines say about the request: method, path and request id.
+    /// Its default is the whole URI, query string included, and query strings carry secrets.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}, request_id: {}", req.method, req.uri.path(), ctx.id)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -1,9 +1,12 @@
 //! Security headers on every response, proxied or generated here, exactly once each.
 //!
-//! Pingora's local responses never pass `response_filter`, so both paths call [`apply`].
+//! Pingora's local responses never pass `response_filter`, so both paths call [`apply`],
+//! with the set [`RouteSets::pick`] chooses: a route's own `security_headers` block replaces
+//! the global one for everything that route answers (an embeddable widget route may need a
+//! looser `X-Frame-Options` than the rest of the site).
 
 use super::wire_name::{set_response, static_value, WireName};
-use crate::config::{HeaderMode, SecurityHeaders};
+use crate::config::{Config, HeaderMode, SecurityHeaders};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
@@ -25,6 +28,32 @@ impl Prepared {
                 .map(|((n, v), wire)| (WireName::new(n, wire), static_value(v)))
                 .collect(),
             remove: cfg.remove.clone(),
+        }
+    }
+}
+
+/// The routes' own sets, one entry per route in route order (`None`: the global set).
+#[derive(Default)]
+pub struct RouteSets(Vec<Option<Prepared>>);
+
+impl RouteSets {
+    pub fn new(config: &Config) -> Self {
+        RouteSets(
+            config
+                .routes
+                .iter()
+                .map(|r| r.security_headers.as_ref().map(Prepared::new))
+                .collect(),
+        )
+    }
+
+    /// The set for an answer on `route` (`None`: no route, such as `/auth/*`, probes and
+    /// no-route answers): the route's own, else `global`.
+    #[inline]
+    pub fn pick<'a>(&'a self, route: Option<usize>, global: &'a Prepared) -> &'a Prepared {
+        match route.and_then(|i| self.0.get(i)) {
+            Some(Some(own)) => own,
+            _ => global,
         }
     }
 }
@@ -84,6 +113,16 @@ mod tests {
             "X-Frame-Options: SAMEORIGIN\r\n",
             "the configured spelling goes out"
         );
+    }
+
+    #[test]
+    fn a_route_set_replaces_the_global_one() {
+        let global = cfg(HeaderMode::Set);
+        let sets = RouteSets(vec![None, Some(cfg(HeaderMode::Default))]);
+        assert!(std::ptr::eq(sets.pick(None, &global), &global));
+        assert!(std::ptr::eq(sets.pick(Some(0), &global), &global));
+        assert!(std::ptr::eq(sets.pick(Some(9), &global), &global));
+        assert_eq!(sets.pick(Some(1), &global).mode, HeaderMode::Default);
     }
 
     #[test]

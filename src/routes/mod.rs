@@ -61,6 +61,10 @@ pub async fn handle(
     ctx: &mut RequestCtx,
     path: &str,
 ) -> pingora::Result<bool> {
+    // A CORS preflight under the top-level `cors` block: answered before any endpoint logic.
+    if let Some(r) = state.cors.preflight(None, session.req_header()) {
+        return send(session, ctx, state, r.no_store()).await;
+    }
     // Every endpoint here reads at most a small body: refuse big ones before anything else.
     let body = match read_body(session, state.config.limits.max_auth_body_bytes).await {
         Err(BodyError::TooLarge) => {

@@ -1,12 +1,14 @@
 //! The one place where gateway decisions become HTTP responses: JSON error bodies of the
-//! SPEC shape, security headers, `Cache-Control`, and the status recorded for the access log.
+//! SPEC shape, security and CORS headers, `Cache-Control`, and the status recorded for the
+//! access log. Nothing here names the server: no `Server` header goes out on these answers.
 
 use crate::gateway::wire_name::{set_response, X_REQUEST_ID};
+use crate::gateway::{cors, security_headers};
 use crate::gateway::{AppState, RequestCtx};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use serde_json::json;
 
@@ -67,6 +69,19 @@ pub fn spelled(name: &HeaderName) -> String {
     out
 }
 
+/// The headers every answer the gateway writes itself gets, like a proxied one would in
+/// `response_filter`: the security headers of its route (or the global ones), and the CORS
+/// headers of its route or of `/auth/*` when a `cors` block applies there.
+fn decorate(header: &mut ResponseHeader, ctx: &RequestCtx, state: &AppState, req: &RequestHeader) {
+    let set = state
+        .route_security_headers
+        .pick(ctx.route, &state.security_headers);
+    security_headers::apply(header, set);
+    if let Some(policy) = state.cors.for_answer(ctx.route, ctx.label) {
+        cors::apply(header, policy, req, false);
+    }
+}
+
 /// Write `resp` to the client with the security headers applied. Always returns `Ok(true)`
 /// ("answered") for `request_filter`, unless the client is gone.
 pub async fn send(
@@ -82,9 +97,12 @@ pub async fn send(
     for value in ctx.set_cookies.drain(..) {
         header.append_header(http::header::SET_COOKIE, value)?;
     }
-    header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
+    // Neither has a body: a 204 must not carry Content-Length (RFC 9110), a 304 needs none.
+    if !matches!(resp.status, 204 | 304) {
+        header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
+    }
     set_response(&mut header, &X_REQUEST_ID, ctx.id.as_str())?;
-    crate::gateway::security_headers::apply(&mut header, &state.security_headers);
+    decorate(&mut header, ctx, state, session.req_header());
     ctx.local_status = Some(resp.status);
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = resp.body.is_empty() || head_only;

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "test-only violet lantern staple";
 
 /// A parsed `Set-Cookie`.
 #[derive(Debug, Clone)]

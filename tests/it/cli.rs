@@ -134,8 +134,19 @@ fn probe_exit_codes() {
 fn shipped_configs_pass_check() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for name in ["portcullis.example.yaml", "portcullis.yaml"] {
-        let (code, out, err) = run_cli(&["check", "-c", &format!("config/{name}")], root);
-        assert_eq!(code, 0, "config/{name}: {out}{err}");
+        // Their signing secret comes from the environment, as an operator would provide it.
+        let out = std::process::Command::new(BIN)
+            .args(["check", "-c", &format!("config/{name}")])
+            .current_dir(root)
+            .env_remove("PORTCULLIS_CONFIG")
+            .env(
+                "PORTCULLIS_HS256_SECRET",
+                "an-operator-secret-of-48-random-bytes-0123456789",
+            )
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "config/{name}: {err}");
     }
 }
 
@@ -162,4 +173,81 @@ fn a_second_process_on_the_same_sled_database_is_refused_clearly() {
     );
     // The first gateway is unaffected.
     assert_eq!(get(&gw.url("/x"), &[]).status, 200);
+}
+
+/// The shipped example configuration, run as an operator would: the placeholder secret and
+/// the example users' published password are refused by `check` and `serve`, one line each
+/// naming the key.
+#[test]
+fn published_secrets_and_passwords_are_refused() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(root.join("portcullis.example.yaml")).unwrap();
+    std::fs::write(dir.path().join("pc.yaml"), &example).unwrap();
+    std::fs::copy(
+        root.join("users.example.yaml"),
+        dir.path().join("users.example.yaml"),
+    )
+    .unwrap();
+    let run = |args: &[&str], secret: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("PORTCULLIS_CONFIG");
+        match secret {
+            Some(s) => cmd.env("PORTCULLIS_HS256_SECRET", s),
+            None => cmd.env_remove("PORTCULLIS_HS256_SECRET"),
+        };
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No secret in the environment: the variable is required.
+    let (code, err) = run(&["check", "-c", "pc.yaml"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PORTCULLIS_HS256_SECRET"), "{err}");
+    // Every secret ever published with the examples, through the variable.
+    for published in portcullis::secret::PUBLISHED_SECRETS {
+        for cmd in ["check", "serve"] {
+            let (code, err) = run(&[cmd, "-c", "pc.yaml"], Some(published));
+            assert_eq!(code, 1, "{cmd}: {err}");
+            assert_eq!(err.lines().count(), 1, "{cmd}: one line: {err}");
+            assert!(
+                err.contains("tokens.signing_keys[0].secret: is the placeholder"),
+                "{cmd}: {err}"
+            );
+            assert!(!err.contains(published), "the secret is echoed: {err}");
+        }
+    }
+    // A random secret: the shipped example is valid (its users hold no known password).
+    let (code, err) = run(
+        &["check", "-c", "pc.yaml"],
+        Some("a-random-secret-nobody-published-0123456789"),
+    );
+    assert_eq!(code, 0, "{err}");
+    // The example users' published password, as it shipped and hashed anew.
+    for hash in [
+        portcullis::secret::PUBLISHED_PASSWORD_HASHES[0].to_string(),
+        portcullis::auth::password::hash_password(portcullis::secret::PUBLISHED_PASSWORDS[0]),
+    ] {
+        std::fs::write(
+            dir.path().join("users.example.yaml"),
+            format!("users:\n  alice: {{ email: alice@example.com, password: \"{hash}\", roles: [admin] }}\n"),
+        )
+        .unwrap();
+        for cmd in ["check", "serve"] {
+            let (code, err) = run(
+                &[cmd, "-c", "pc.yaml"],
+                Some("a-random-secret-nobody-published-0123456789"),
+            );
+            assert_eq!(code, 1, "{cmd}: {err}");
+            assert_eq!(err.lines().count(), 1, "{cmd}: one line: {err}");
+            assert!(
+                err.contains("users.alice.password: is a password published"),
+                "{cmd}: {err}"
+            );
+        }
+    }
 }

@@ -4,8 +4,12 @@
 mod harness;
 
 mod auth;
+mod canonical;
 mod cli;
+mod cors;
 mod demo;
+mod differential;
+mod limits;
 mod protect;
 mod proxy;
 mod redis;
