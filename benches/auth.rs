@@ -32,7 +32,7 @@ fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
     let rt = portcullis::store::runtime();
     let policy = RotationPolicy {
         refresh_ttl: 3600,
-        reuse_grace: 10,
+        reuse_grace_ms: 10_000,
         revoke_user_on_reuse: true,
         revocation_ttl: 960,
     };
@@ -46,6 +46,7 @@ fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
         current: "t0".into(),
         previous: None,
         rotated_at: now,
+        rotated_at_ms: Some(now * 1000),
         revoked: false,
     }))
     .unwrap();
@@ -54,7 +55,8 @@ fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
         b.iter(|| {
             let (from, to) = (format!("t{n}"), format!("t{}", n + 1));
             n += 1;
-            rt.block_on(store.rotate(&from, &to, now, &policy)).unwrap()
+            rt.block_on(store.rotate(&from, &to, now * 1000, &policy))
+                .unwrap()
         })
     });
 }

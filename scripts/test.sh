@@ -39,7 +39,7 @@ if ((${#missing[@]})); then
   # Nor stay enabled for the next boot (or run, where a policy of the machine let them start).
   for svc in "${missing[@]}"; do
     case "$svc" in
-      nginx | apache2)
+      nginx | apache2 | redis-server | redis-sentinel)
         if [ -d /run/systemd/system ]; then
           $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
         else

@@ -110,10 +110,15 @@ pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
             Ok(Arc::new(SledStore::open(path, Duration::from_secs(10))?))
         }
         StoreConfig::Redis {
-            url, max_staleness, ..
-        } => Ok(Arc::new(crate::store::redis::RedisStore::open(
+            url,
+            max_staleness,
+            sentinel,
+            min_replicas_acked,
+        } => Ok(Arc::new(crate::store::redis::RedisStore::open_with(
             url,
             *max_staleness,
+            sentinel.as_ref(),
+            *min_replicas_acked,
         )?)),
     }
 }
@@ -150,7 +155,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     if !options.upgrade {
         check_listeners(&config)?;
     }
-    let store = open_store(&config)?;
+    let store = crate::store::deadline::with_deadline(open_store(&config)?, config.store_timeout);
     // Before any listener or connection exists: the usual soft limit (1024) is far below
     // `limits.max_connections`.
     client_limits::raise_open_file_limit();

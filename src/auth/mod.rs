@@ -275,6 +275,11 @@ pub async fn authenticate(
             let cookies = crate::routes::session_routes::session_cookies(state, &issued, &csrf);
             (admit(state, req, route, identity, Via::Cookie), cookies)
         }
+        // The store did not answer: the session may be fine, so it is kept (503, no cookie
+        // cleared) rather than ended by a hiccup.
+        Err(crate::auth::sessions::SharedRefreshError::Unavailable) => {
+            (Decision::Deny(Failure::Unavailable), Vec::new())
+        }
         Err(_) => (Decision::Deny(failure), cookies::clear_all(c)),
     }
 }

@@ -89,7 +89,7 @@ impl Sessions {
             key: tokio::sync::OnceCell::new(),
             policy: RotationPolicy {
                 refresh_ttl: t.refresh_ttl.as_secs(),
-                reuse_grace: t.reuse_grace.as_secs(),
+                reuse_grace_ms: u64::try_from(t.reuse_grace.as_millis()).unwrap_or(u64::MAX),
                 revoke_user_on_reuse: t.on_reuse == OnReuse::RevokeUser,
                 revocation_ttl: t.access_ttl.as_secs() + t.leeway.as_secs() + 1,
             },
@@ -106,9 +106,28 @@ impl Sessions {
         self.tokens.clock.now()
     }
 
+    /// Now in milliseconds, for rotation times and the grace window (a 10 s window lasts
+    /// 10 s, not up to 11). The injected clock counts whole seconds; while it agrees with the
+    /// system clock (always, in the running gateway) the milliseconds come from the system
+    /// clock, otherwise (a test's hand-moved clock) from the start of the injected second.
+    fn now_ms(&self) -> u64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let secs = self.now();
+        // Read second: a tick between the two reads leaves them one second apart.
+        if secs.abs_diff(system / 1000) <= 1 {
+            system.max(secs.saturating_mul(1000))
+        } else {
+            secs.saturating_mul(1000)
+        }
+    }
+
     async fn successor(&self, presented: &str) -> Result<String, StoreError> {
         let key = self.key.get_or_try_init(|| self.store.secret()).await?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key)
+            .map_err(|_| StoreError::Corrupt("rotation key unusable".into()))?;
         mac.update(presented.as_bytes());
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
@@ -131,7 +150,8 @@ impl Sessions {
 
     /// A new session for `user` (after a successful login).
     pub async fn login(&self, user: Arc<User>) -> Result<Issued, RefreshError> {
-        let now = self.now();
+        let now_ms = self.now_ms();
+        let now = now_ms / 1000;
         let refresh = random_id(32);
         let family = Family {
             sid: random_id(16),
@@ -142,6 +162,7 @@ impl Sessions {
             current: token_hash(&refresh),
             previous: None,
             rotated_at: now,
+            rotated_at_ms: Some(now_ms),
             revoked: false,
         };
         self.store.create_family(&family).await?;
@@ -161,14 +182,15 @@ impl Sessions {
         if presented.is_empty() || presented.len() > 256 {
             return Err(RefreshError::Invalid);
         }
-        let now = self.now();
+        let now_ms = self.now_ms();
+        let now = now_ms / 1000;
         let successor = self.successor(presented).await?;
         let outcome = self
             .store
             .rotate(
                 &token_hash(presented),
                 &token_hash(&successor),
-                now,
+                now_ms,
                 &self.policy,
             )
             .await?;
@@ -215,11 +237,15 @@ impl Sessions {
 
     /// [`Sessions::refresh`], once per burst: parallel requests of one page presenting the same
     /// refresh token share a single rotation and its result.
+    ///
+    /// A flight that failed because the store did not answer is forgotten at once: the next
+    /// request tries the store again instead of sharing a stale 503 for the rest of the burst.
     pub async fn refresh_shared(&self, presented: &str) -> Result<Arc<Issued>, SharedRefreshError> {
-        let cell = self.flights.get_with(token_hash(presented), || {
-            Arc::new(tokio::sync::OnceCell::new())
-        });
-        cell.get_or_init(|| async {
+        let hash = token_hash(presented);
+        let cell = self
+            .flights
+            .get_with(hash.clone(), || Arc::new(tokio::sync::OnceCell::new()));
+        let shared = cell.get_or_init(|| async {
             match self.refresh(presented).await {
                 Ok(issued) => {
                     tracing::info!(target: "portcullis::audit", event = "transparent_refresh", sid = %issued.family.sid, user = %issued.user.id);
@@ -229,9 +255,12 @@ impl Sessions {
                 Err(RefreshError::Invalid) => Err(SharedRefreshError::Invalid),
                 Err(_) => Err(SharedRefreshError::Unavailable),
             }
-        })
-        .await
-        .clone()
+        });
+        let result = shared.await.clone();
+        if result.as_ref().err() == Some(&SharedRefreshError::Unavailable) {
+            self.flights.invalidate(&hash);
+        }
+        result
     }
 
     /// End session `sid` (its access tokens stop working at once).

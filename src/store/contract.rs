@@ -3,18 +3,28 @@
 
 use super::*;
 
-const T0: u64 = 1_800_000_000;
+/// The contract's "now", in seconds.
+pub const T0: u64 = 1_800_000_000;
+/// The same instant in milliseconds.
+pub const T0_MS: u64 = T0 * 1000;
 
-fn policy(revoke_user: bool) -> RotationPolicy {
+/// Milliseconds of `secs` seconds after the contract's epoch: rotation takes milliseconds.
+fn at(secs: u64) -> u64 {
+    (T0 + secs) * 1000
+}
+
+/// Idle lifetime 100 s, grace 10 s, revocations kept 60 s.
+pub fn policy(revoke_user: bool) -> RotationPolicy {
     RotationPolicy {
         refresh_ttl: 100,
-        reuse_grace: 10,
+        reuse_grace_ms: 10_000,
         revoke_user_on_reuse: revoke_user,
         revocation_ttl: 60,
     }
 }
 
-fn family(sid: &str, user: &str, token: &str) -> Family {
+/// A session created at `T0`, ending at `T0 + 1000` (idle at `T0 + 100`).
+pub fn family(sid: &str, user: &str, token: &str) -> Family {
     Family {
         sid: sid.into(),
         user: user.into(),
@@ -24,6 +34,7 @@ fn family(sid: &str, user: &str, token: &str) -> Family {
         current: token.into(),
         previous: None,
         rotated_at: T0,
+        rotated_at_ms: Some(T0_MS),
         revoked: false,
     }
 }
@@ -63,22 +74,22 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .create_family(&family(&id("s1"), &id("u1"), &id("t0")))
         .await
         .unwrap();
-    let (f, replay) = rotated(store, &id("t0"), &id("t1"), T0 + 5, &p).await;
+    let (f, replay) = rotated(store, &id("t0"), &id("t1"), at(5), &p).await;
     assert!(!replay);
     assert_eq!(
         (f.current.clone(), f.previous.clone()),
         (id("t1"), Some(id("t0")))
     );
     assert_eq!(f.idle_exp, T0 + 105, "rotation extends the idle lifetime");
-    let (_, replay) = rotated(store, &id("t0"), &id("t1"), T0 + 14, &p).await;
+    let (_, replay) = rotated(store, &id("t0"), &id("t1"), at(14), &p).await;
     assert!(
         replay,
         "the parent inside the grace window yields the same successor"
     );
-    let (_, replay) = rotated(store, &id("t1"), &id("t2"), T0 + 15, &p).await;
+    let (_, replay) = rotated(store, &id("t1"), &id("t2"), at(15), &p).await;
     assert!(!replay);
     match store
-        .rotate(&id("t0"), &id("t1"), T0 + 16, &p)
+        .rotate(&id("t0"), &id("t1"), at(16), &p)
         .await
         .unwrap()
     {
@@ -88,7 +99,7 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
     assert!(store.family(&id("s1")).await.unwrap().unwrap().revoked);
     assert_eq!(
         store
-            .rotate(&id("t2"), &id("t3"), T0 + 17, &p)
+            .rotate(&id("t2"), &id("t3"), at(17), &p)
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -100,10 +111,10 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .create_family(&family(&id("s2"), &id("u2"), &id("a0")))
         .await
         .unwrap();
-    rotated(store, &id("a0"), &id("a1"), T0, &p).await;
+    rotated(store, &id("a0"), &id("a1"), at(0), &p).await;
     assert!(matches!(
         store
-            .rotate(&id("a0"), &id("a1"), T0 + 11, &p)
+            .rotate(&id("a0"), &id("a1"), at(11), &p)
             .await
             .unwrap(),
         RotateOutcome::Reused { .. }
@@ -115,7 +126,10 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
 
     // Unknown, idle-expired and absolutely expired tokens.
     assert_eq!(
-        store.rotate(&id("nope"), &id("x"), T0, &p).await.unwrap(),
+        store
+            .rotate(&id("nope"), &id("x"), at(0), &p)
+            .await
+            .unwrap(),
         RotateOutcome::Invalid
     );
     store
@@ -124,7 +138,7 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .unwrap();
     assert_eq!(
         store
-            .rotate(&id("b0"), &id("b1"), T0 + 100, &p)
+            .rotate(&id("b0"), &id("b1"), at(100), &p)
             .await
             .unwrap(),
         RotateOutcome::Invalid,
@@ -133,11 +147,11 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
     let mut short = family(&id("s4"), &id("u3"), &id("c0"));
     short.max_exp = T0 + 50;
     store.create_family(&short).await.unwrap();
-    let (f, _) = rotated(store, &id("c0"), &id("c1"), T0 + 40, &p).await;
+    let (f, _) = rotated(store, &id("c0"), &id("c1"), at(40), &p).await;
     assert_eq!(f.idle_exp, T0 + 50, "never past the absolute lifetime");
     assert_eq!(
         store
-            .rotate(&id("c1"), &id("c2"), T0 + 50, &p)
+            .rotate(&id("c1"), &id("c2"), at(50), &p)
             .await
             .unwrap(),
         RotateOutcome::Invalid
@@ -153,9 +167,9 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .create_family(&family(&id("s6"), &id("u5"), &id("e0")))
         .await
         .unwrap();
-    rotated(store, &id("d0"), &id("d1"), T0, &pu).await;
+    rotated(store, &id("d0"), &id("d1"), at(0), &pu).await;
     match store
-        .rotate(&id("d0"), &id("d1"), T0 + 30, &pu)
+        .rotate(&id("d0"), &id("d1"), at(30), &pu)
         .await
         .unwrap()
     {
@@ -171,7 +185,7 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
     }
     assert_eq!(
         store
-            .rotate(&id("e0"), &id("e1"), T0 + 31, &pu)
+            .rotate(&id("e0"), &id("e1"), at(31), &pu)
             .await
             .unwrap(),
         RotateOutcome::Invalid
@@ -192,10 +206,7 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         "idempotent"
     );
     assert_eq!(
-        store
-            .rotate(&id("f0"), &id("f1"), T0 + 1, &p)
-            .await
-            .unwrap(),
+        store.rotate(&id("f0"), &id("f1"), at(1), &p).await.unwrap(),
         RotateOutcome::Invalid
     );
     let mut sids = store.revoke_user(&id("u7"), T0 + 60).await.unwrap();
@@ -231,7 +242,7 @@ pub async fn concurrent_rotation(store: Arc<dyn TokenStore>, tag: &str) {
         let s = store.clone();
         let (from, to) = (format!("{tag}-p"), format!("{tag}-n"));
         tasks.push(tokio::spawn(async move {
-            s.rotate(&from, &to, T0 + 1, &p).await.unwrap()
+            s.rotate(&from, &to, at(1), &p).await.unwrap()
         }));
     }
     let mut fresh = 0;
@@ -245,4 +256,45 @@ pub async fn concurrent_rotation(store: Arc<dyn TokenStore>, tag: &str) {
         }
     }
     assert_eq!(fresh, 1, "exactly one rotation happened");
+}
+
+/// The grace window is measured in milliseconds: its last millisecond is inside, the next
+/// one is reuse, even where whole seconds would have rounded it in.
+pub async fn grace_in_milliseconds(store: &dyn TokenStore, tag: &str) {
+    let id = ids(tag);
+    let p = policy(false);
+    store
+        .create_family(&family(&id("m1"), &id("mu1"), &id("h0")))
+        .await
+        .unwrap();
+    let rotated_at = T0_MS + 123;
+    let (f, replay) = rotated(store, &id("h0"), &id("h1"), rotated_at, &p).await;
+    assert!(!replay);
+    assert_eq!(f.rotated_at_ms, Some(rotated_at));
+    assert_eq!(f.rotated_at, T0, "whole seconds kept for older readers");
+    let (f, replay) = rotated(store, &id("h0"), &id("h1"), rotated_at + 10_000, &p).await;
+    assert!(replay, "the last millisecond of the window");
+    assert_eq!(f.current, id("h1"));
+    assert!(matches!(
+        store
+            .rotate(&id("h0"), &id("h1"), rotated_at + 10_001, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused { .. }
+    ));
+
+    // Rotated late in a second: whole seconds would still have accepted 10.9 s later.
+    store
+        .create_family(&family(&id("m2"), &id("mu2"), &id("k0")))
+        .await
+        .unwrap();
+    let rotated_at = T0_MS + 900;
+    rotated(store, &id("k0"), &id("k1"), rotated_at, &p).await;
+    assert!(matches!(
+        store
+            .rotate(&id("k0"), &id("k1"), rotated_at + 10_001, &p)
+            .await
+            .unwrap(),
+        RotateOutcome::Reused { .. }
+    ));
 }

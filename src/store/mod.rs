@@ -11,10 +11,15 @@
 //! The rotation state machine lives in the backends (a Lua script for Redis); the successor
 //! token is derived by the caller (HMAC of the presented token under [`TokenStore::secret`]),
 //! so every racer inside the grace window computes the very same successor.
+//!
+//! Every call the gateway makes goes through [`deadline::WithDeadline`]: a store that stops
+//! answering costs a request `store.timeout` and a 503, never a hang.
 
 pub mod contract;
+pub mod deadline;
 pub mod redis;
 pub mod sled;
+pub mod writer;
 
 use crate::config::Rate;
 use crate::tokens::revocation::RevocationView;
@@ -60,7 +65,13 @@ pub struct Family {
     pub current: String,
     /// Hash of its immediate parent (honoured inside the grace window only).
     pub previous: Option<String>,
+    /// Unix time (seconds) of the last rotation; kept so that records stay readable by the
+    /// previous version (a rolling upgrade or a downgrade).
     pub rotated_at: u64,
+    /// The same instant in milliseconds, so that a 10 s grace window lasts 10 s and not up to
+    /// 11. Absent in records written before it existed: see [`Family::rotated_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at_ms: Option<u64>,
     pub revoked: bool,
 }
 
@@ -69,13 +80,26 @@ impl Family {
     pub fn expires_at(&self) -> u64 {
         self.idle_exp.min(self.max_exp)
     }
+
+    /// When the last rotation happened, in milliseconds. A record that only knows the second
+    /// (written by an older version, or rotated by one since: its milliseconds then name
+    /// another second) counts from the start of that second, so its grace window is never
+    /// longer than the configured one, and at most a second shorter.
+    pub fn rotated_ms(&self) -> u64 {
+        match self.rotated_at_ms {
+            Some(ms) if ms / 1000 == self.rotated_at => ms,
+            _ => self.rotated_at.saturating_mul(1000),
+        }
+    }
 }
 
 /// Rules of one rotation.
 #[derive(Debug, Clone, Copy)]
 pub struct RotationPolicy {
+    /// Seconds a rotation extends the idle lifetime.
     pub refresh_ttl: u64,
-    pub reuse_grace: u64,
+    /// Milliseconds during which the immediate parent still yields the same successor.
+    pub reuse_grace_ms: u64,
     /// Revoke every session of the user on reuse (`revoke_user`), or only the family.
     pub revoke_user_on_reuse: bool,
     /// How long a session revocation must be remembered for access tokens: access TTL + leeway.
@@ -142,12 +166,13 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Store a new session whose first refresh token hashes to `family.current`.
     async fn create_family(&self, family: &Family) -> Result<(), StoreError>;
 
-    /// Rotate the token hashing to `presented` into the one hashing to `successor`.
+    /// Rotate the token hashing to `presented` into the one hashing to `successor`, at unix
+    /// time `now_ms` (milliseconds: the grace window is measured to the millisecond).
     async fn rotate(
         &self,
         presented: &str,
         successor: &str,
-        now: u64,
+        now_ms: u64,
         policy: &RotationPolicy,
     ) -> Result<RotateOutcome, StoreError>;
 

@@ -6,14 +6,30 @@
 //! the grace window and reuse revocation, is one Lua script, so it is atomic across
 //! instances. Every revocation is published on `pc:revocations`; each instance applies it to
 //! its in-memory view, and after a reconnect reloads every revocation before it reports ready.
+//!
+//! High availability (`link.rs`): with `store.redis_sentinel` the master is found through
+//! Redis Sentinel and found again after a failover. Replication is asynchronous, so a write
+//! acknowledged by the master alone can vanish with it; with `store.redis_min_replicas_acked:
+//! n` every write a client's credentials depend on (login, rotation, reuse revocation,
+//! logout, revocations, the rotation key) is followed by `WAIT n` on its connection before
+//! the call returns. Fewer acknowledgements within 500 ms fail the call as unavailable (503):
+//! the gateway never hands out a token that the loss of the master could take back. The write
+//! itself stays on the master and may still replicate; the client retries with the token it
+//! holds, and inside `reuse_grace` gets the very same successor. A replay inside the grace
+//! window writes `pc:sync` first, so that its `WAIT` also covers the rotation it replays.
+//! Rate-limit events and pruning do not wait: losing a few of them in a failover is harmless.
+//! Readiness does not depend on the replicas: access tokens keep working while they are
+//! missing, only logins and refreshes fail.
+
+mod link;
 
 use super::*;
 use crate::config::Rate;
 use crate::secret::Secret;
 use crate::tokens::revocation::RevocationView;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Script};
 use futures_util::StreamExt;
+use link::{Conn, Link, Pinned};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,6 +61,7 @@ const ROTATE: &str = r#"
 local p, presented, successor = ARGV[1], ARGV[2], ARGV[3]
 local now, refresh_ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local revoke_user, revocation_ttl = ARGV[7], tonumber(ARGV[8])
+local now_ms = tonumber(ARGV[9])
 local sid = redis.call('GET', p..'tok:'..presented)
 if not sid then return {'invalid'} end
 local raw = redis.call('GET', p..'fam:'..sid)
@@ -55,6 +72,7 @@ if f.current == presented then
   f.previous = f.current
   f.current = successor
   f.rotated_at = now
+  f.rotated_at_ms = now_ms
   f.idle_exp = math.min(now + refresh_ttl, f.max_exp)
   local ttl = f.max_exp - now + 1
   local enc = cjson.encode(f)
@@ -62,7 +80,11 @@ if f.current == presented then
   redis.call('SET', p..'tok:'..successor, sid, 'EX', ttl)
   return {'rotated', enc, '0'}
 end
-if f.previous == presented and f.current == successor and now <= f.rotated_at + grace then
+-- grace is in milliseconds; a record without a matching rotated_at_ms (written by an older
+-- version) counts from the start of its rotated_at second
+local rotated_ms = f.rotated_at_ms
+if not rotated_ms or math.floor(rotated_ms / 1000) ~= f.rotated_at then rotated_ms = f.rotated_at * 1000 end
+if f.previous == presented and f.current == successor and now_ms <= rotated_ms + grace then
   return {'rotated', raw, '1'}
 end
 local until_ = now + revocation_ttl
@@ -113,8 +135,12 @@ return {1, 0}
 
 /// Redis-backed store.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    client: ::redis::Client,
+    /// The way to the current master (fixed, or found through Sentinel).
+    link: Arc<Link>,
+    /// Replicas that must hold a write before the call that made it returns (0: none).
+    min_replicas_acked: u32,
+    /// The last `WAIT` got too few acknowledgements (logged once per shortage, not per call).
+    short_of_replicas: AtomicBool,
     rotate: Script,
     revoke: Script,
     rate: Script,
@@ -149,7 +175,7 @@ impl KindStr for ::redis::RedisError {
 }
 
 /// Every key matching `pattern` (SCAN, so the server is never blocked).
-async fn scan_keys(c: &mut ConnectionManager, pattern: String) -> Result<Vec<String>, StoreError> {
+async fn scan_keys(c: &mut Conn, pattern: String) -> Result<Vec<String>, StoreError> {
     let mut keys = Vec::new();
     let mut iter: ::redis::AsyncIter<String> = c.scan_match(pattern).await.map_err(unavailable)?;
     while let Some(k) = iter.next_item().await {
@@ -163,22 +189,30 @@ fn unix_now() -> u64 {
 }
 
 impl RedisStore {
-    /// Connect lazily (the gateway starts even while Redis is down, and reports not ready).
+    /// The single Redis at `url`, writes acknowledged by it alone.
     pub fn open(url: &Secret<String>, max_staleness: Duration) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url.expose().as_str()).map_err(|_| {
-            StoreError::Unavailable("store.redis_url: not a valid redis:// URL".into())
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(1000)))
-            .set_response_timeout(Some(Duration::from_millis(1000)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = super::runtime()
-            .block_on(async { ConnectionManager::new_lazy_with_config(client.clone(), config) })
-            .map_err(unavailable)?;
+        Self::open_with(url, max_staleness, None, 0)
+    }
+
+    /// Connect lazily (the gateway starts even while Redis is down, and reports not ready):
+    /// to the master the sentinels name when `sentinel` is given (`url` then only supplies
+    /// the database and credentials), else to `url`; with `min_replicas_acked` > 0 a write
+    /// returns only once that many replicas hold it.
+    pub fn open_with(
+        url: &Secret<String>,
+        max_staleness: Duration,
+        sentinel: Option<&crate::config::Sentinel>,
+        min_replicas_acked: u32,
+    ) -> Result<Self, StoreError> {
+        let lanes = if min_replicas_acked > 0 {
+            link::DURABLE_LANES
+        } else {
+            0
+        };
         Ok(RedisStore {
-            conn,
-            client,
+            link: Arc::new(Link::new(url, sentinel, lanes)?),
+            min_replicas_acked,
+            short_of_replicas: AtomicBool::new(false),
             rotate: Script::new(&format!("{REVOKE_FN}{ROTATE}")),
             revoke: Script::new(&format!("{REVOKE_FN}{REVOKE}")),
             rate: Script::new(RATE),
@@ -188,8 +222,73 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Conn {
+        Conn(self.link.clone())
+    }
+
+    /// A connection for a write that [`Self::acked`] will then make durable.
+    async fn durable(&self) -> Result<Pinned, StoreError> {
+        if self.link.failing_over() {
+            return Err(StoreError::Unavailable(
+                "redis: a failover is in progress".into(),
+            ));
+        }
+        self.link.pinned().await.map_err(unavailable)
+    }
+
+    /// With `store.redis_min_replicas_acked`, wait until that many replicas hold every write
+    /// made on `c`; fewer within the timeout fail the call (the client gets 503 instead of a
+    /// credential the loss of the master could take back).
+    async fn acked(&self, c: &mut Pinned) -> Result<(), StoreError> {
+        if self.min_replicas_acked == 0 {
+            return Ok(());
+        }
+        let n: u64 = ::redis::cmd("WAIT")
+            .arg(self.min_replicas_acked)
+            .arg(link::WAIT_TIMEOUT_MS)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let wanted = self.min_replicas_acked;
+        if n < u64::from(wanted) {
+            if !self.short_of_replicas.swap(true, Ordering::SeqCst) {
+                tracing::warn!(target: "portcullis::store", acknowledged = n, wanted, "too few redis replicas acknowledge writes; logins and refreshes answer 503");
+            }
+            // Maybe the replicas follow a new master: find out without delaying this answer.
+            let link = self.link.clone();
+            super::runtime().spawn(async move { link.check_master().await });
+            return Err(StoreError::Unavailable(format!(
+                "redis: {n} of {wanted} replicas acknowledged the write"
+            )));
+        }
+        if self.short_of_replicas.swap(false, Ordering::SeqCst) {
+            tracing::info!(target: "portcullis::store", "redis replicas acknowledge writes again");
+        }
+        Ok(())
+    }
+
+    /// Make a rotation's outcome durable before the caller answers with it. A replay hands
+    /// out a successor that an earlier call wrote, maybe on another connection and not
+    /// replicated yet: a write here, later in the replication stream, makes `WAIT` cover it.
+    async fn settle(&self, c: &mut Pinned, outcome: &RotateOutcome) -> Result<(), StoreError> {
+        if self.min_replicas_acked == 0 {
+            return Ok(());
+        }
+        match outcome {
+            RotateOutcome::Invalid => return Ok(()),
+            RotateOutcome::Rotated { replay: true, .. } => {
+                let _: () = ::redis::cmd("SET")
+                    .arg(format!("{P}sync"))
+                    .arg(unix_now())
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(c)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            _ => {}
+        }
+        self.acked(c).await
     }
 
     async fn revoke_call(
@@ -198,15 +297,19 @@ impl RedisStore {
         id: &str,
         until: u64,
     ) -> Result<Vec<String>, StoreError> {
-        self.revoke
+        let mut c = self.durable().await?;
+        let out = self
+            .revoke
             .prepare_invoke()
             .arg(P)
             .arg(kind)
             .arg(id)
             .arg(until)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut c)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.acked(&mut c).await?;
+        Ok(out)
     }
 
     /// Sliding-window rate check (and event, when `add`), shared by every instance.
@@ -248,9 +351,21 @@ impl RedisStore {
     }
 
     /// One subscription lifetime: subscribe, reload every revocation, then apply messages
-    /// while pinging; returns when the connection is lost.
+    /// while pinging; returns when the connection is lost or replaced (a new master).
     async fn watch_once(&self, view: &RevocationView) -> Result<(), StoreError> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        // On the master the commands go to: after a failover, on the new one.
+        let live = self.link.live().await.map_err(unavailable)?;
+        let mut generations = self.link.generations();
+        let master_changed = || StoreError::Unavailable("redis: the master changed".into());
+        if *generations.borrow_and_update() != live.gen {
+            return Err(master_changed());
+        }
+        let mut pubsub =
+            tokio::time::timeout(Duration::from_millis(1000), live.client.get_async_pubsub())
+                .await
+                .map_err(|_| StoreError::Unavailable("redis: timed out".into()))?
+                .map_err(unavailable)?;
+        drop(live);
         pubsub.subscribe(CHANNEL).await.map_err(unavailable)?;
         // Subscribed first, then loaded: nothing published in between is missed.
         for r in self.revocations(unix_now()).await? {
@@ -258,6 +373,10 @@ impl RedisStore {
                 RevocationKind::Jti => view.revoke_jti(&r.id, r.until),
                 RevocationKind::Sid => view.revoke_sid(&r.id, r.until),
             }
+        }
+        // Loaded from a master that is still the current one, or loaded again.
+        if generations.has_changed().unwrap_or(true) {
+            return Err(master_changed());
         }
         self.synced.store(true, Ordering::SeqCst);
         self.last_ok.store(unix_now(), Ordering::SeqCst);
@@ -274,6 +393,9 @@ impl RedisStore {
                     }
                     None => return Err(StoreError::Unavailable("redis: subscription closed".into())),
                 },
+                // Reconnected (to a new master, or the same after an outage): subscribe there
+                // and reload, as writes made meanwhile were never published to us.
+                _ = generations.changed() => return Err(master_changed()),
                 _ = tick.tick() => {
                     let pong: Result<String, _> = ::redis::cmd("PING").query_async(&mut self.conn()).await;
                     match pong {
@@ -282,6 +404,22 @@ impl RedisStore {
                     }
                 }
             }
+        }
+    }
+
+    /// Keep the revocation view current across connection losses and failovers.
+    async fn watch(&self, view: &RevocationView) {
+        let mut generations = self.link.generations();
+        loop {
+            generations.borrow_and_update();
+            if let Err(e) = self.watch_once(view).await {
+                if self.synced.swap(false, Ordering::SeqCst) {
+                    tracing::error!(target: "portcullis::store", error = %e, "redis connection lost; resynchronising");
+                }
+            }
+            // Again when the connection changes (a request reached the new master: readiness
+            // follows at once), at the latest after 250 ms.
+            let _ = tokio::time::timeout(Duration::from_millis(250), generations.changed()).await;
         }
     }
 }
@@ -308,11 +446,14 @@ impl TokenStore for RedisStore {
     async fn secret(&self) -> Result<[u8; 32], StoreError> {
         let mut fresh = [0u8; 32];
         rand::fill(&mut fresh[..]);
-        let mut c = self.conn();
+        // Durable too: a new master without it would derive other successors, and a racer
+        // replaying inside the grace window would count as reuse.
+        let mut c = self.durable().await?;
         let _: bool = c
             .set_nx(format!("{P}key"), &fresh[..])
             .await
             .map_err(unavailable)?;
+        self.acked(&mut c).await?;
         let stored: Vec<u8> = c.get(format!("{P}key")).await.map_err(unavailable)?;
         stored
             .as_slice()
@@ -323,6 +464,7 @@ impl TokenStore for RedisStore {
     async fn create_family(&self, f: &Family) -> Result<(), StoreError> {
         let ttl = f.max_exp.saturating_sub(unix_now()).max(1) + 1;
         let json = serde_json::to_string(f).expect("family serializes");
+        let mut c = self.durable().await?;
         ::redis::pipe()
             .atomic()
             .set_ex(format!("{P}tok:{}", f.current), &f.sid, ttl)
@@ -331,37 +473,40 @@ impl TokenStore for RedisStore {
             .ignore()
             .sadd(format!("{P}user:{}", f.user), &f.sid)
             .ignore()
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut c)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.acked(&mut c).await
     }
 
     async fn rotate(
         &self,
         presented: &str,
         successor: &str,
-        now: u64,
+        now_ms: u64,
         policy: &RotationPolicy,
     ) -> Result<RotateOutcome, StoreError> {
+        let mut c = self.durable().await?;
         let out: Vec<String> = self
             .rotate
             .prepare_invoke()
             .arg(P)
             .arg(presented)
             .arg(successor)
-            .arg(now)
+            .arg(now_ms / 1000)
             .arg(policy.refresh_ttl)
-            .arg(policy.reuse_grace)
+            .arg(policy.reuse_grace_ms)
             .arg(if policy.revoke_user_on_reuse {
                 "1"
             } else {
                 "0"
             })
             .arg(policy.revocation_ttl)
-            .invoke_async(&mut self.conn())
+            .arg(now_ms)
+            .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        match out.first().map(String::as_str) {
+        let outcome: Result<RotateOutcome, StoreError> = match out.first().map(String::as_str) {
             Some("rotated") => {
                 let family: Family =
                     serde_json::from_str(out.get(1).map(String::as_str).unwrap_or(""))
@@ -376,7 +521,10 @@ impl TokenStore for RedisStore {
                 revoked_sids: out.into_iter().skip(2).collect(),
             }),
             _ => Ok(RotateOutcome::Invalid),
-        }
+        };
+        let outcome = outcome?;
+        self.settle(&mut c, &outcome).await?;
+        Ok(outcome)
     }
 
     async fn family_of(&self, token_hash: &str) -> Result<Option<Family>, StoreError> {
@@ -458,14 +606,8 @@ impl TokenStore for RedisStore {
     }
 
     async fn watch_revocations(&self, view: Arc<RevocationView>) {
-        loop {
-            if let Err(e) = self.watch_once(&view).await {
-                if self.synced.swap(false, Ordering::SeqCst) {
-                    tracing::error!(target: "portcullis::store", error = %e, "redis connection lost; resynchronising");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        // Both run until the process ends.
+        tokio::join!(self.link.follow_failovers(), self.watch(&view));
     }
 
     fn revocations_fresh(&self) -> bool {

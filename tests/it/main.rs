@@ -13,6 +13,8 @@ mod limits;
 mod protect;
 mod proxy;
 mod redis;
+mod sentinel;
 mod shutdown;
+mod store;
 mod tls;
 mod tokens;
