@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole-system benchmark (issue 7): portcullis against the proxies operators would pick
+# Whole-system benchmark: portcullis against the proxies operators would pick
 # instead, side by side in one run, interleaved, one worker thread each, loopback only.
 #
 #   scripts/bench.sh                 # defaults: 5 rounds x 5 s per target, 32 connections
@@ -302,7 +302,7 @@ for n, (rps, p50, p99, cpu, bad) in med.items():
         continue
     print(f"| {n} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {rps/ceiling:.2f} | {rps/nginx:.2f} | {rps/hap:.2f} | {bad} |")
 PUB, HAP, HAPN = "portcullis public route", "HAProxy jwt_verify RS256", "HAProxy jwt_verify RS256, new token each request"
-print("\n### Targets (SPEC section 6): median of same-round ratios; CPU ratio = the other's CPU µs/req over ours\n")
+print("\n### Targets: median of same-round ratios; CPU ratio = the other's CPU µs/req over ours\n")
 print("| target | req/s ratio | 95% CI | runs | CPU-cost ratio | result |")
 print("|---|---:|---:|---:|---:|---|")
 checks = [

@@ -1,4 +1,4 @@
-//! Command line (SPEC section 1): `serve` (default), `check`, `demo`, `probe`.
+//! Command line: `serve` (default), `check`, `demo`, `probe`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub enum Command {
 }
 
 impl Cli {
-    /// The config path per SPEC: `-c`, then `$PORTCULLIS_CONFIG`, then the default.
+    /// The config path: `-c`, then `$PORTCULLIS_CONFIG`, then the default.
     pub fn config_path(&self) -> PathBuf {
         self.config
             .clone()

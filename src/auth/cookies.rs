@@ -1,4 +1,4 @@
-//! The gateway's three cookies (SPEC section 7) and the CSRF double-submit check.
+//! The gateway's three cookies and the CSRF double-submit check.
 
 use crate::config::{CookiesConfig, SameSite};
 use cookie::Cookie;

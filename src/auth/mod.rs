@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// The verified identity of a request: the access token's claims, shared with the cache.
 pub type Identity = Arc<Verified>;
 
-/// Why a protected request was refused. Each variant is one SPEC error code.
+/// Why a protected request was refused. Each variant is one documented error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// No credentials at all.
@@ -165,7 +165,7 @@ pub fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<Option<&'a
     found.map(Some)
 }
 
-/// Map a verification error to the SPEC failure code.
+/// Map a verification error to the documented failure code.
 pub fn failure_for(e: VerifyError) -> Failure {
     match e {
         VerifyError::Expired => Failure::TokenExpired,

@@ -1,4 +1,4 @@
-//! Sessions: login creates a refresh family, refresh rotates it (SPEC section 5), logout and
+//! Sessions: login creates a refresh family, refresh rotates it, logout and
 //! logout-all revoke. Refresh tokens are opaque 256-bit values; only their SHA-256 is stored.
 //! A successor is HMAC-SHA256(store key, presented token), so every racer inside the grace
 //! window derives the very same successor and no second branch of a family can exist.
@@ -177,7 +177,7 @@ impl Sessions {
         })
     }
 
-    /// Rotate `presented` (SPEC section 5). Durable before this returns.
+    /// Rotate `presented`. Durable before this returns.
     pub async fn refresh(&self, presented: &str) -> Result<Issued, RefreshError> {
         if presented.is_empty() || presented.len() > 256 {
             return Err(RefreshError::Invalid);

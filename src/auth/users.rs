@@ -1,4 +1,4 @@
-//! The users file (SPEC section 2): ids, emails, argon2id PHC strings, roles, disabled.
+//! The users file: ids, emails, argon2id PHC strings, roles, disabled.
 //! Reloaded when it changes; an invalid new version keeps the last good one and logs an error.
 
 use crate::secret::Secret;

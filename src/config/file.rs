@@ -227,7 +227,7 @@ pub struct LoggingFile {
     pub level: Option<String>,
 }
 
-/// Request limits (not in the original SPEC list; defaults are far below Pingora's own).
+/// Request limits (defaults far below Pingora's own).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {

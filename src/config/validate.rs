@@ -122,7 +122,7 @@ fn one_of<T: Copy>(key: &str, value: Option<&str>, default: T, choices: &[(&str,
     )
 }
 
-/// Security headers a hardened NGINX would add (SPEC section 2).
+/// Security headers a hardened NGINX would add.
 pub const DEFAULT_SECURITY_HEADERS: &[(&str, &str)] = &[
     ("Strict-Transport-Security", "max-age=63072000; includeSubDomains"),
     ("X-Content-Type-Options", "nosniff"),

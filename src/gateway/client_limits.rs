@@ -386,7 +386,7 @@ pub async fn refuse(stream: &mut Stream, answer: &[u8], mut buf: BytesMut) {
     let _ = fast_timeout(LINGER_TIME, drain).await;
 }
 
-/// The refusals as bytes on the wire, built once: JSON bodies of the SPEC's error shape, the
+/// The refusals as bytes on the wire, built once: JSON bodies of the documented error shape, the
 /// configured security headers, `Connection: close`, and no `Server`.
 pub struct LocalAnswers {
     bad_request: Box<[u8]>,

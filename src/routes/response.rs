@@ -1,5 +1,5 @@
 //! The one place where gateway decisions become HTTP responses: JSON error bodies of the
-//! SPEC shape, security and CORS headers, `Cache-Control`, and the status recorded for the
+//! documented JSON error shape, security and CORS headers, `Cache-Control`, and the status recorded for the
 //! access log. Nothing here names the server: no `Server` header goes out on these answers.
 
 use crate::gateway::wire_name::{set_response, X_REQUEST_ID};
@@ -33,7 +33,7 @@ impl LocalResponse {
         Self::new(status, "application/json", value.to_string())
     }
 
-    /// `{"error": code, "message": message}` (SPEC section 3).
+    /// `{"error": code, "message": message}`.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         Self::json(status, &json!({ "error": code, "message": message }))
     }

@@ -1,4 +1,4 @@
-//! Login (JSON and form), refresh, logout, logout-all and session info (SPEC section 3).
+//! Login (JSON and form), refresh, logout, logout-all and session info.
 
 use super::login_page::{render, safe_return_to};
 use super::response::LocalResponse;

@@ -1,7 +1,7 @@
 //! Durable token state behind one trait, so that the embedded sled database (default, one
 //! gateway process) and Redis (several gateway instances) are interchangeable.
 //!
-//! The contract every backend keeps (SPEC sections 4 and 5):
+//! The contract every backend keeps:
 //! - only SHA-256 hashes of refresh tokens are stored, never the tokens;
 //! - a rotation is one atomic compare-and-set: under any number of concurrent calls with the
 //!   same parent at most one successor exists;
@@ -76,7 +76,7 @@ pub struct Family {
 }
 
 impl Family {
-    /// The unix time after which this session is over.
+    /// The unix time after which the session has ended.
     pub fn expires_at(&self) -> u64 {
         self.idle_exp.min(self.max_exp)
     }

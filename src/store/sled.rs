@@ -228,7 +228,7 @@ impl Trees {
         Ok(())
     }
 
-    /// The rotation state machine (SPEC section 5), one compare-and-set on the family record.
+    /// The rotation state machine, one compare-and-set on the family record.
     fn rotate(
         &self,
         presented: &str,

@@ -5,8 +5,8 @@
 //! fsync per request caps rotations at the disk's fsync rate, so throughput fell as clients
 //! were added. Here every store call is a job on one queue. The writer thread runs whatever
 //! is waiting, in order, then flushes once, and only then answers each caller of that batch:
-//! a response still waits until its own data is on disk (durable before visible, SPEC
-//! section 5), but N concurrent requests share one flush, and no two flushes ever overlap.
+//! a response still waits until its own data is on disk (durable before
+//! visible), but N concurrent requests share one flush, and no two flushes ever overlap.
 //!
 //! Jobs run on this thread, never on the proxy's event loop: a flush is blocking I/O.
 //!

@@ -1,4 +1,4 @@
-//! Access tokens: issue (SPEC section 4) and verify, with a bounded verified-token cache.
+//! Access tokens: issue and verify, with a bounded verified-token cache.
 //!
 //! Verification order: a cheap strict pre-check (size, three base64url segments, bounded
 //! header JSON, forbidden header parameters), the key chosen by `kid` only with its own
@@ -74,7 +74,7 @@ impl IdentityValues {
     }
 }
 
-/// Why a token was refused. Clients only learn the SPEC code; logs get the variant.
+/// Why a token was refused. Clients only learn the error code; logs get the variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("malformed token")]
