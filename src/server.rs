@@ -169,10 +169,9 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         work_stealing: false,
         ..ServerConf::default()
     };
-    conf.upgrade_sock = std::env::temp_dir()
-        .join("portcullis_upgrade.sock")
-        .to_string_lossy()
-        .into_owned();
+    // `store.upgrade_socket`: next to the sled database by default, so two gateways on one
+    // host never hand their sockets to each other.
+    conf.upgrade_sock = config.upgrade_socket.to_string_lossy().into_owned();
     let opt = Opt {
         upgrade: options.upgrade,
         ..Opt::default()
