@@ -107,6 +107,17 @@ pub fn parse_target(raw: &[u8]) -> Result<Target, TargetError> {
     if query.as_deref().is_some_and(|q| q.contains('#')) {
         return Err(TargetError::ForbiddenCharacter);
     }
+    if authority.is_none() && already_canonical(path) {
+        // Nearly every request: nothing to decode, resolve or strip.
+        let path = std::str::from_utf8(path).map_err(|_| TargetError::ForbiddenCharacter)?;
+        return Ok(Target {
+            path: path.to_string(),
+            with_params: None,
+            query,
+            unusual: None,
+            authority: None,
+        });
+    }
     let (decoded, mut unusual) = decode_path(path)?;
     let (path, with_params, trailing) = resolve_segments(&decoded)?;
     if let Some(t) = trailing {
@@ -119,6 +130,47 @@ pub fn parse_target(raw: &[u8]) -> Result<Target, TargetError> {
         unusual,
         authority: authority.map(str::to_string),
     })
+}
+
+/// Is this path its own canonical form: only characters that need no decoding (no `%`, no
+/// `;`, nothing outside printable ASCII), no empty, `.` or `..` segment (a trailing `/` aside),
+/// and no segment ending in `.`?
+fn already_canonical(path: &[u8]) -> bool {
+    if path.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev = b'/';
+    for &b in &path[1..] {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if b == b'/' {
+            // `//`, and a segment that is `.` or `..` or ends in `.`.
+            if prev == b'/' || prev == b'.' {
+                return false;
+            }
+        } else if !plain {
+            return false;
+        }
+        prev = b;
+    }
+    prev != b'.'
 }
 
 /// Split an absolute-form target into its authority and the rest (path and query, with a
@@ -421,6 +473,45 @@ mod tests {
         assert_eq!(t.with_params.as_deref(), Some("/admin;jsessionid=1/x;y"));
         assert_eq!(t.query.as_deref(), Some("q=1"));
         assert!(parse_target(b"/a/b").unwrap().with_params.is_none());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_one() {
+        for raw in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.html",
+            "/a.b/c",
+            "/.well-known/x",
+            "/a/.b",
+            "/a/..b/c",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a.",
+            "/a./b",
+            "/a/.",
+            "/a/..",
+            "/~u/x(1)*,=:@!$&'+",
+            "/a-b_c",
+            "//",
+            "/.",
+            "/..",
+        ] {
+            let fast = already_canonical(raw.as_bytes());
+            let full = decode_path(raw.as_bytes())
+                .and_then(|(d, u)| resolve_segments(&d).map(|(p, w, t)| (p, w, u.or(t))));
+            if fast {
+                assert_eq!(full, Ok((raw.to_string(), None, None)), "{raw}");
+            }
+        }
+        assert!(already_canonical(b"/a/b.html") && already_canonical(b"/a/"));
+        assert!(
+            !already_canonical(b"/a/./b")
+                && !already_canonical(b"/a.")
+                && !already_canonical(b"//")
+        );
     }
 
     #[test]
