@@ -10,7 +10,7 @@ use crate::gateway::idle::LeanIdle;
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
 use crate::metrics::MetricsApp;
-use crate::store::sled::SledStore;
+use crate::store::handover::Handover;
 use crate::store::SharedStore;
 use crate::tokens::access::TokenService;
 use crate::tokens::external::{ExternalIssuers, JwksRefresher};
@@ -22,9 +22,13 @@ use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long an old process waits, after sending its listening sockets, for the new one to
+/// say it has them (Pingora's own wait before it stops accepting is 5 s).
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the gateway could not start. Each message names the file or key involved.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +98,12 @@ fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Open the configured store.
-pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
+/// Open the configured store. The sled database comes in its hand-over slot: opened now, or,
+/// in an upgrade's new process, as soon as the old process lets go of it.
+pub fn open_store(
+    config: &Config,
+    upgrade: bool,
+) -> Result<(SharedStore, Option<Arc<Handover>>), StartError> {
     match &config.store {
         StoreConfig::Sled { path } => {
             if let Some(parent) = path.parent() {
@@ -107,19 +115,75 @@ pub fn open_store(config: &Config) -> Result<SharedStore, StartError> {
                     ))
                 })?;
             }
-            Ok(Arc::new(SledStore::open(path, Duration::from_secs(10))?))
+            let handover = if upgrade {
+                Handover::open_when_released(path)?
+            } else {
+                Handover::open_now(path, Duration::from_secs(1))?
+            };
+            Ok((handover.clone(), Some(handover)))
         }
         StoreConfig::Redis {
             url,
             max_staleness,
             sentinel,
             min_replicas_acked,
-        } => Ok(Arc::new(crate::store::redis::RedisStore::open_with(
-            url,
-            *max_staleness,
-            sentinel.as_ref(),
-            *min_replicas_acked,
-        )?)),
+        } => Ok((
+            Arc::new(crate::store::redis::RedisStore::open_with(
+                url,
+                *max_staleness,
+                sentinel.as_ref(),
+                *min_replicas_acked,
+            )?),
+            None,
+        )),
+    }
+}
+
+/// The file a new process creates once it holds the listening sockets: Pingora's hand-over
+/// only says the sockets were sent, and the new process may pick them up a second later.
+fn taken_marker(upgrade_socket: &Path) -> PathBuf {
+    let mut name = upgrade_socket.as_os_str().to_owned();
+    name.push(".taken");
+    PathBuf::from(name)
+}
+
+/// Log each step of a zero-downtime upgrade in the old process, and release the sled
+/// database as soon as the new process holds the listening sockets (at the latest when this
+/// process stops accepting).
+fn follow_upgrade(server: &Server, upgrade_socket: &Path, handover: Option<Arc<Handover>>) {
+    use pingora::server::ExecutionPhase;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut phases = server.watch_execution_phase();
+    let socket = upgrade_socket.display().to_string();
+    let taken = taken_marker(upgrade_socket);
+    let spawned = std::thread::Builder::new()
+        .name("portcullis-upgrade".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    tracing::info!(target: "portcullis::upgrade", socket = %socket, "SIGQUIT: handing the listening sockets to the new process");
+                }
+                Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
+                    tracing::info!(target: "portcullis::upgrade", "listening sockets sent; serving what still arrives here until the new process has taken them");
+                    let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+                    while !taken.exists() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if std::fs::remove_file(&taken).is_ok() {
+                        tracing::info!(target: "portcullis::upgrade", "the new process has taken the listening sockets");
+                    } else {
+                        tracing::warn!(target: "portcullis::upgrade", "the new process did not say it took the listening sockets");
+                    }
+                    if let Some(h) = &handover {
+                        h.release();
+                    }
+                }
+                Ok(ExecutionPhase::Terminated) | Err(RecvError::Closed) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(target: "portcullis::upgrade", error = %e, "cannot follow upgrades: a SIGQUIT would keep the sled database until exit");
     }
 }
 
@@ -155,7 +219,8 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     if !options.upgrade {
         check_listeners(&config)?;
     }
-    let store = crate::store::deadline::with_deadline(open_store(&config)?, config.store_timeout);
+    let (store, handover) = open_store(&config, options.upgrade)?;
+    let store = crate::store::deadline::with_deadline(store, config.store_timeout);
     // Before any listener or connection exists: the usual soft limit (1024) is far below
     // `limits.max_connections`.
     client_limits::raise_open_file_limit();
@@ -177,7 +242,18 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let taken = taken_marker(&config.upgrade_socket);
+    if options.upgrade {
+        // Left over from an earlier upgrade, it would tell the old process too early.
+        let _ = std::fs::remove_file(&taken);
+    }
     server.bootstrap();
+    if options.upgrade {
+        tracing::info!(target: "portcullis::upgrade", "listening sockets taken over from the previous process");
+        if let Err(e) = std::fs::write(&taken, b"") {
+            tracing::warn!(target: "portcullis::upgrade", path = %taken.display(), error = %e, "cannot tell the previous process that the sockets are taken; it lets go of the store later");
+        }
+    }
 
     let (upstreams, health_services) = Upstreams::build(&config)
         .map_err(|e| StartError::Invalid(format!("{}: upstreams: {e}", config.source.display())))?;
@@ -206,11 +282,14 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         tokens.clone(),
         users.clone(),
     ));
-    if store.backend() == "sled" {
+    if let Some(h) = handover.as_ref().filter(|_| !options.upgrade) {
         let n = crate::store::runtime().block_on(sessions.load_revocations())?;
+        h.mark_loaded();
         tracing::info!(target: "portcullis::store", revocations = n, "revocations loaded");
     }
-    // Shared backends load the view themselves, and again after every reconnect.
+    follow_upgrade(&server, &config.upgrade_socket, handover);
+    // Shared backends load the view themselves, and again after every reconnect; a sled
+    // database opened in the background is loaded once it is open.
     let view = tokens.revocations.clone();
     crate::store::runtime().spawn(async move { store.watch_revocations(view).await });
     server.add_service(pingora::services::background::background_service(

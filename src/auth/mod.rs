@@ -229,7 +229,7 @@ pub async fn authenticate(
     if route.auth == AuthMode::Public {
         return (Decision::Allow(None, Via::Public), Vec::new());
     }
-    if !state.store.revocations_fresh() {
+    if !state.store.revocations_fresh() && !state.store.revocations_loaded().await {
         // Fail closed: a revocation made elsewhere could be missing from the local view.
         return (Decision::Deny(Failure::Unavailable), Vec::new());
     }

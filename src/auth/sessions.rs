@@ -5,9 +5,7 @@
 
 use super::users::{User, UserDirectory};
 use crate::config::{Config, OnReuse};
-use crate::store::{
-    Family, RevocationKind, RotateOutcome, RotationPolicy, SharedStore, StoreError,
-};
+use crate::store::{Family, RotateOutcome, RotationPolicy, SharedStore, StoreError};
 use crate::tokens::access::{random_id, IssuedAccess, Subject, TokenService, Verified};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -308,12 +306,7 @@ impl Sessions {
     /// Fill the in-memory revocation view from the store (start-up).
     pub async fn load_revocations(&self) -> Result<usize, StoreError> {
         let revs = self.store.revocations(self.now()).await?;
-        for r in &revs {
-            match r.kind {
-                RevocationKind::Jti => self.tokens.revocations.revoke_jti(&r.id, r.until),
-                RevocationKind::Sid => self.tokens.revocations.revoke_sid(&r.id, r.until),
-            }
-        }
+        crate::store::apply_revocations(&self.tokens.revocations, &revs);
         Ok(revs.len())
     }
 }

@@ -386,6 +386,10 @@ impl Gateway {
             .map(|a| a.ip());
         ctx.peer_trusted = ctx.peer_ip.is_some_and(|ip| s.is_trusted(ip));
         ctx.client_ip = s.client_ip(ctx.peer_ip, session.req_header());
+        if s.store.handed_over() {
+            // This process is leaving: its clients reconnect to the one that took over.
+            session.set_keepalive(None);
+        }
 
         if headers_too_large(session.req_header(), &cfg.limits) {
             ctx.label = "none";

@@ -296,6 +296,16 @@ impl TokenStore for WithDeadline {
         self.inner.revocations_fresh()
     }
 
+    async fn revocations_loaded(&self) -> bool {
+        tokio::time::timeout(self.timeout, self.inner.revocations_loaded())
+            .await
+            .unwrap_or(false)
+    }
+
+    fn handed_over(&self) -> bool {
+        self.inner.handed_over()
+    }
+
     async fn rate_limit(
         &self,
         key: &str,

@@ -17,6 +17,7 @@
 
 pub mod contract;
 pub mod deadline;
+pub mod handover;
 pub mod redis;
 pub mod sled;
 pub mod writer;
@@ -49,6 +50,16 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+}
+
+/// Put stored revocations into the in-memory view.
+pub fn apply_revocations(view: &RevocationView, revocations: &[Revocation]) {
+    for r in revocations {
+        match r.kind {
+            RevocationKind::Jti => view.revoke_jti(&r.id, r.until),
+            RevocationKind::Sid => view.revoke_sid(&r.id, r.until),
+        }
+    }
 }
 
 /// A session (refresh-token family) as stored.
@@ -207,6 +218,18 @@ pub trait TokenStore: Send + Sync + 'static {
     /// has been unreachable for longer than allowed: requests then fail closed).
     fn revocations_fresh(&self) -> bool {
         true
+    }
+
+    /// Wait until the local revocation view may be trusted again: `false` when it will not be
+    /// without help from outside (the caller then fails closed). Only a store that is being
+    /// opened in the background (an upgrade's new process) has something to wait for.
+    async fn revocations_loaded(&self) -> bool {
+        false
+    }
+
+    /// Whether this process has handed the store over to its successor (an upgrade).
+    fn handed_over(&self) -> bool {
+        false
     }
 
     /// A rate-limit window shared by every instance: `Some(Ok(Err(retry_after)))` when over

@@ -368,12 +368,7 @@ impl RedisStore {
         drop(live);
         pubsub.subscribe(CHANNEL).await.map_err(unavailable)?;
         // Subscribed first, then loaded: nothing published in between is missed.
-        for r in self.revocations(unix_now()).await? {
-            match r.kind {
-                RevocationKind::Jti => view.revoke_jti(&r.id, r.until),
-                RevocationKind::Sid => view.revoke_sid(&r.id, r.until),
-            }
-        }
+        apply_revocations(view, &self.revocations(unix_now()).await?);
         // Loaded from a master that is still the current one, or loaded again.
         if generations.has_changed().unwrap_or(true) {
             return Err(master_changed());

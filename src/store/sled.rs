@@ -93,35 +93,41 @@ fn be_u64(b: &[u8]) -> u64 {
 impl SledStore {
     /// Open (or create) the database at `path` and start its writer thread.
     ///
-    /// sled holds an exclusive file lock; during a zero-downtime upgrade the old process still
-    /// holds it while the new one starts, so the open is retried for up to `wait`.
+    /// sled holds an exclusive file lock: while another process holds it the open is retried
+    /// for up to `wait`.
     pub fn open(path: &Path, wait: Duration) -> Result<Self, StoreError> {
         let deadline = Instant::now() + wait;
-        let db = loop {
-            let result = ::sled::Config::new()
-                .path(path)
-                .cache_capacity(64 * 1024 * 1024)
-                // The writer flushes after every batch of writes; a second flusher would only
-                // run concurrently with it.
-                .flush_every_ms(None)
-                .open();
-            match result {
-                Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    let locked = is_lock_error(&e);
-                    return Err(StoreError::Unavailable(format!(
-                        "cannot open sled database {}: {e}{}",
-                        path.display(),
-                        if locked {
-                            " (another process holds it; several gateway processes need store.backend: redis)"
-                        } else {
-                            ""
-                        }
-                    )));
-                }
+        loop {
+            if let Some(store) = Self::try_open(path)? {
+                return Ok(store);
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot open sled database {}: another process holds it (to take over from a running gateway use `serve --upgrade`; several gateway processes at once need store.backend: redis)",
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Open the database unless another process holds its lock (`None`).
+    pub fn try_open(path: &Path) -> Result<Option<Self>, StoreError> {
+        let result = ::sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            // The writer flushes after every batch of writes; a second flusher would only
+            // run concurrently with it.
+            .flush_every_ms(None)
+            .open();
+        let db = match result {
+            Ok(db) => db,
+            Err(e) if is_lock_error(&e) => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot open sled database {}: {e}",
+                    path.display()
+                )))
             }
         };
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
@@ -133,10 +139,10 @@ impl SledStore {
             meta: tree("meta")?,
             db,
         };
-        Ok(SledStore {
+        Ok(Some(SledStore {
             writer: Writer::start(trees, "portcullis-sled")?,
             prune_from: Mutex::new(None),
-        })
+        }))
     }
 
     /// What the writer has done so far (jobs, batches, flushes): for tests and benchmarks.

@@ -331,6 +331,24 @@ impl Gateway {
         self.wait_live();
     }
 
+    /// Start a second process on the same config with `serve --upgrade` (it waits for this
+    /// one's listening sockets); logs go to the same file.
+    pub fn spawn_upgrade(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        Command::new(BIN)
+            .args(["serve", "--upgrade", "-c"])
+            .arg(&self.config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the portcullis binary")
+    }
+
     fn wait_live(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

@@ -18,3 +18,4 @@ mod shutdown;
 mod store;
 mod tls;
 mod tokens;
+mod upgrade;
