@@ -1,7 +1,7 @@
 //! Liveness and readiness probes, answered before any routing or authentication.
 
 use crate::gateway::AppState;
-use crate::routes::response::LocalResponse;
+use crate::respond::LocalResponse;
 use serde_json::{json, Map, Value};
 
 /// `200 {"status":"alive"}` while the process serves.

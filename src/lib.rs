@@ -9,7 +9,8 @@
 //! - `auth`: the per-request authentication decision
 //! - `tokens`: keyring, access JWT issue/verify with cache, external issuers, revocation view
 //! - `clock`: injected time
-//! - `routes`: the `/auth/*` endpoints and the one place errors become responses
+//! - `respond`: the one place decisions and errors become HTTP answers
+//! - `routes`: the `/auth/*` endpoints
 //! - `store`: durable token state behind the `TokenStore` trait (sled now, Redis for scale-out)
 //! - `health`: liveness and readiness probes
 //! - `metrics`: Prometheus registry and the metrics listener
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod probe;
+pub mod respond;
 pub mod routes;
 pub mod secret;
 pub mod server;

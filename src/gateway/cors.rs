@@ -12,7 +12,7 @@
 
 use super::wire_name::{set_response, WireName};
 use crate::config::{Config, Cors};
-use crate::routes::response::LocalResponse;
+use crate::respond::LocalResponse;
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_MAX_AGE,

@@ -11,6 +11,7 @@
 //! - `canonical.rs`: the one form of the target and host that routing decides on and the
 //!   application receives
 
+pub mod answer;
 pub mod canonical;
 pub mod client_limits;
 pub mod cors;
@@ -25,8 +26,9 @@ pub mod wire_name;
 use crate::auth::{self, Decision, Failure, Identity, Via};
 use crate::config::Config;
 use crate::metrics::{status_class, Metrics};
-use crate::routes::response::{send, LocalResponse};
+use crate::respond::LocalResponse;
 use crate::store::SharedStore;
+use answer::send;
 use async_trait::async_trait;
 use http::header::{HOST, LOCATION, WWW_AUTHENTICATE};
 use http::HeaderValue;

@@ -1,19 +1,18 @@
 //! `/auth/*`: the endpoints the gateway answers itself.
 //!
-//! - `response.rs`: the one place decisions become HTTP responses
 //! - `login_page.rs`: the HTML form, `return_to` validation
 //! - `session_routes.rs`: login (JSON and form), refresh, logout, logout-all, session
 
 pub mod login_page;
-pub mod response;
 pub mod session_routes;
 
+use crate::gateway::answer::send;
 use crate::gateway::{AppState, RequestCtx};
+use crate::respond::LocalResponse;
 use bytes::{Bytes, BytesMut};
 use http::header::ALLOW;
 use http::{HeaderValue, Method};
 use pingora::proxy::Session;
-use response::{send, LocalResponse};
 
 /// Why a request body could not be read.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! Login (JSON and form), refresh, logout, logout-all and session info.
 
 use super::login_page::{render, safe_return_to};
-use super::response::LocalResponse;
 use crate::auth::cookies::{self, csrf_header_ok, secure_eq};
 use crate::auth::password::{Check, MAX_PASSWORD_LEN};
 use crate::auth::sessions::{Issued, RefreshError};
 use crate::auth::users::User;
 use crate::auth::{cookie_value, credential, failure_for, Credential, Failure};
 use crate::gateway::{AppState, RequestCtx};
+use crate::respond::LocalResponse;
 use crate::tokens::access::random_id;
 use http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::HeaderValue;

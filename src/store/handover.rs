@@ -305,7 +305,10 @@ mod tests {
         let new = Handover::open_when_released(&path).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let e = new.family("kept").await.unwrap_err();
-        assert!(e.to_string().contains("waiting for the previous process"), "{e}");
+        assert!(
+            e.to_string().contains("waiting for the previous process"),
+            "{e}"
+        );
         assert!(new.ping().await.is_err(), "not ready while waiting");
         assert!(!new.revocations_fresh());
         let view = Arc::new(RevocationView::new());
@@ -322,12 +325,18 @@ mod tests {
         assert!(old.handed_over());
         let e = old.family("kept").await.unwrap_err();
         assert!(e.to_string().contains("handed over"), "{e}");
-        assert!(waiting.await.unwrap(), "waiters are let through once loaded");
+        assert!(
+            waiting.await.unwrap(),
+            "waiters are let through once loaded"
+        );
         eventually("revocations loaded", || new.revocations_fresh()).await;
         // Everything the first process stored is there, revocations included.
         new.ping().await.unwrap();
         assert_eq!(new.family("kept").await.unwrap(), Some(kept));
-        assert!(view.is_revoked("j-kept", "-", 1_850_000_000), "revocations are in the view");
+        assert!(
+            view.is_revoked("j-kept", "-", 1_850_000_000),
+            "revocations are in the view"
+        );
         assert!(!new.handed_over());
         watcher.abort();
     }

@@ -1,0 +1,56 @@
+//! Writing the gateway's own answers to the client, decorated like proxied ones: the route's
+//! security headers, CORS headers where a policy applies, `X-Request-Id`, pending cookies.
+
+use super::wire_name::{set_response, X_REQUEST_ID};
+use super::{cors, security_headers};
+use super::{AppState, RequestCtx};
+use crate::respond::{spelled, LocalResponse};
+use http::header::CONTENT_LENGTH;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+
+/// The headers every answer the gateway writes itself gets, like a proxied one would in
+/// `response_filter`: the security headers of its route (or the global ones), and the CORS
+/// headers of its route or of `/auth/*` when a `cors` block applies there.
+fn decorate(header: &mut ResponseHeader, ctx: &RequestCtx, state: &AppState, req: &RequestHeader) {
+    let set = state
+        .route_security_headers
+        .pick(ctx.route, &state.security_headers);
+    security_headers::apply(header, set);
+    if let Some(policy) = state.cors.for_answer(ctx.route, ctx.label) {
+        cors::apply(header, policy, req, false);
+    }
+}
+
+/// Write `resp` to the client with the security headers applied. Always returns `Ok(true)`
+/// ("answered") for `request_filter`, unless the client is gone.
+pub async fn send(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    state: &AppState,
+    resp: LocalResponse,
+) -> pingora::Result<bool> {
+    let mut header = ResponseHeader::build(resp.status, Some(resp.headers.len() + 8))?;
+    for (name, value) in resp.headers {
+        header.append_header(spelled(&name), value)?;
+    }
+    for value in ctx.set_cookies.drain(..) {
+        header.append_header(http::header::SET_COOKIE, value)?;
+    }
+    // Neither has a body: a 204 must not carry Content-Length (RFC 9110), a 304 needs none.
+    if !matches!(resp.status, 204 | 304) {
+        header.insert_header(CONTENT_LENGTH, resp.body.len().to_string())?;
+    }
+    set_response(&mut header, &X_REQUEST_ID, ctx.id.as_str())?;
+    decorate(&mut header, ctx, state, session.req_header());
+    ctx.local_status = Some(resp.status);
+    let head_only = session.req_header().method == http::Method::HEAD;
+    let empty = resp.body.is_empty() || head_only;
+    session
+        .write_response_header(Box::new(header), empty)
+        .await?;
+    if !empty {
+        session.write_response_body(Some(resp.body), true).await?;
+    }
+    Ok(true)
+}
