@@ -2,7 +2,7 @@
 //! a TTL, refetched on an unknown `kid` at most once per 30 s, roles read from a configured
 //! claim path. Header parameters that point elsewhere (`jku`, `x5u`) are never followed.
 
-use super::access::{check_times, IdentityValues, Verified, VerifyError};
+use super::claims::{check_times, IdentityValues, Verified, VerifyError};
 use super::jws::JwsKey;
 use super::keys::alg_name;
 use crate::config::TrustedIssuer;
@@ -28,6 +28,22 @@ pub struct Issuer {
     /// When the last fetch triggered by an unknown kid started (for the cooldown).
     last_kid_fetch: Mutex<Option<Instant>>,
     pub last_error: ArcSwap<Option<String>>,
+}
+
+/// Why an issuer's JWKS could not be loaded (shown in readiness).
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot fetch {url}: {error}")]
+    Fetch { url: String, error: ureq::Error },
+    #[error("cannot read {url}: {error}")]
+    Read { url: String, error: ureq::Error },
+    #[error("{url} is not a JWKS: {error}")]
+    NotJwks {
+        url: String,
+        error: serde_json::Error,
+    },
+    #[error("{url} holds no usable signing key")]
+    NoUsableKey { url: String },
 }
 
 /// All trusted issuers.
@@ -64,7 +80,8 @@ impl Issuer {
     }
 
     /// Fetch the JWKS now (blocking; call from a blocking thread).
-    pub fn fetch_blocking(&self) -> Result<usize, String> {
+    pub fn fetch_blocking(&self) -> Result<usize, JwksError> {
+        let url = || self.config.jwks_url.clone();
         let result = (|| {
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(5)))
@@ -74,14 +91,14 @@ impl Issuer {
             let body = agent
                 .get(&self.config.jwks_url)
                 .call()
-                .map_err(|e| format!("cannot fetch {}: {e}", self.config.jwks_url))?
+                .map_err(|error| JwksError::Fetch { url: url(), error })?
                 .body_mut()
                 .with_config()
                 .limit(1024 * 1024)
                 .read_to_string()
-                .map_err(|e| format!("cannot read {}: {e}", self.config.jwks_url))?;
+                .map_err(|error| JwksError::Read { url: url(), error })?;
             let set: JwkSet = serde_json::from_str(&body)
-                .map_err(|e| format!("{} is not a JWKS: {e}", self.config.jwks_url))?;
+                .map_err(|error| JwksError::NotJwks { url: url(), error })?;
             let mut keys = HashMap::new();
             for jwk in &set.keys {
                 let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), alg_for(jwk)) else {
@@ -91,10 +108,11 @@ impl Issuer {
                 if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
                     continue;
                 }
+                // A key that does not parse is skipped, like one of an unknown type.
                 let parsed = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| e.to_string())
-                    .and_then(|d| JwsKey::new(alg, &d));
-                if let Ok(jws) = parsed {
+                    .ok()
+                    .and_then(|d| JwsKey::new(alg, &d).ok());
+                if let Some(jws) = parsed {
                     keys.insert(
                         kid,
                         Arc::new(IssuerKey {
@@ -105,17 +123,14 @@ impl Issuer {
                 }
             }
             if keys.is_empty() {
-                return Err(format!(
-                    "{} holds no usable signing key",
-                    self.config.jwks_url
-                ));
+                return Err(JwksError::NoUsableKey { url: url() });
             }
             let n = keys.len();
             self.keys.store(Arc::new(keys));
             Ok(n)
         })();
         self.last_error
-            .store(Arc::new(result.as_ref().err().cloned()));
+            .store(Arc::new(result.as_ref().err().map(JwksError::to_string)));
         result
     }
 

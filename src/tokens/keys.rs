@@ -2,13 +2,15 @@
 //! The first key with a private part signs; all keys verify (rotation overlap). The JWKS is
 //! rendered once here too.
 
-use super::jws::JwsKey;
+use super::jws::{JwsKey, JwsKeyError};
 use crate::config::{Algorithm, KeySource, SigningKey};
 use bytes::Bytes;
+use ed25519_dalek::pkcs8;
+use ed25519_dalek::pkcs8::spki;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A verification key, pinned to one algorithm.
@@ -34,6 +36,43 @@ pub struct Keyring {
     pub verifiers: HashMap<String, Arc<VerifyKey>>,
     /// `{"keys":[...]}` of the public keys, rendered once.
     pub jwks: Bytes,
+}
+
+/// Why the configured keys cannot be loaded. Each message starts with the key's path in the
+/// configuration (`tokens.signing_keys[1]`).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("tokens.signing_keys[{index}].{field}: cannot read {path}: {error}")]
+    Read {
+        index: usize,
+        /// `private_key_file` or `public_key_file`.
+        field: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("tokens.signing_keys[{index}]: the key does not fit algorithm {algorithm:?} ({error}); EdDSA needs an Ed25519 PKCS#8 PEM, ES256 a P-256 PEM, RS256 an RSA PEM")]
+    Misfit {
+        index: usize,
+        algorithm: Algorithm,
+        error: jsonwebtoken::errors::Error,
+    },
+    #[error("tokens.signing_keys[{index}]: {error}")]
+    Unusable { index: usize, error: JwsKeyError },
+    #[error("tokens.signing_keys[{index}]: the key cannot verify its own signature")]
+    SelfCheck { index: usize },
+}
+
+/// Why `portcullis keygen` could not make a key pair.
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    #[error("HS256 uses a shared secret: put 32+ random bytes in tokens.signing_keys[].secret (for example from `openssl rand -base64 48`)")]
+    SharedSecret,
+    #[error(transparent)]
+    Rsa(#[from] rsa::Error),
+    #[error(transparent)]
+    Private(#[from] pkcs8::Error),
+    #[error(transparent)]
+    Public(#[from] spki::Error),
 }
 
 pub fn jwt_alg(a: Algorithm) -> jsonwebtoken::Algorithm {
@@ -63,8 +102,13 @@ pub fn alg_name(a: jsonwebtoken::Algorithm) -> &'static str {
     }
 }
 
-fn read_pem(path: &Path, key: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+fn read_pem(index: usize, field: &'static str, path: &Path) -> Result<Vec<u8>, KeyringError> {
+    std::fs::read(path).map_err(|error| KeyringError::Read {
+        index,
+        field,
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// PKCS#8 v1 DER prefix of an Ed25519 private key; the 32-byte seed follows (48 bytes in all).
@@ -107,18 +151,16 @@ fn decoding_key(alg: Algorithm, pem: &[u8]) -> jsonwebtoken::errors::Result<Deco
 
 impl Keyring {
     /// Load every key. Errors name the key path (`tokens.signing_keys[1]`) and the problem.
-    pub fn load(keys: &[SigningKey]) -> Result<Keyring, String> {
+    pub fn load(keys: &[SigningKey]) -> Result<Keyring, KeyringError> {
         let mut signer = None;
         let mut verifiers = HashMap::new();
         let mut jwks = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let key = format!("tokens.signing_keys[{i}]");
+        for (index, k) in keys.iter().enumerate() {
             let algorithm = jwt_alg(k.algorithm);
-            let misfit = |e: jsonwebtoken::errors::Error| {
-                format!(
-                    "{key}: the key does not fit algorithm {:?} ({e}); EdDSA needs an Ed25519 PKCS#8 PEM, ES256 a P-256 PEM, RS256 an RSA PEM",
-                    k.algorithm
-                )
+            let misfit = |error| KeyringError::Misfit {
+                index,
+                algorithm: k.algorithm,
+                error,
             };
             let (encoding, decoding, jwk) = match &k.source {
                 KeySource::Secret(s) => {
@@ -130,20 +172,21 @@ impl Keyring {
                     )
                 }
                 KeySource::PrivatePem(path) => {
-                    let pem = read_pem(path, &format!("{key}.private_key_file"))?;
+                    let pem = read_pem(index, "private_key_file", path)?;
                     let enc = encoding_key(k.algorithm, &pem).map_err(misfit)?;
                     let jwk = Jwk::from_encoding_key(&enc, algorithm).map_err(misfit)?;
                     let dec = DecodingKey::from_jwk(&jwk).map_err(misfit)?;
                     (Some(enc), dec, Some(jwk))
                 }
                 KeySource::PublicPem(path) => {
-                    let pem = read_pem(path, &format!("{key}.public_key_file"))?;
+                    let pem = read_pem(index, "public_key_file", path)?;
                     let dec = decoding_key(k.algorithm, &pem).map_err(misfit)?;
                     let jwk = Jwk::from_decoding_key(&dec, Some(algorithm)).map_err(misfit)?;
                     (None, dec, Some(jwk))
                 }
             };
-            let jws = JwsKey::new(algorithm, &decoding).map_err(|e| format!("{key}: {e}"))?;
+            let jws = JwsKey::new(algorithm, &decoding)
+                .map_err(|error| KeyringError::Unusable { index, error })?;
             if let Some(enc) = encoding {
                 // Prove the pair works before serving: sign and verify a probe token.
                 let probe = jsonwebtoken::encode(
@@ -158,7 +201,7 @@ impl Keyring {
                 v.validate_aud = false;
                 jsonwebtoken::decode::<serde_json::Value>(&probe, &decoding, &v).map_err(misfit)?;
                 jws.verify(&probe)
-                    .map_err(|_| format!("{key}: the key cannot verify its own signature"))?;
+                    .map_err(|_| KeyringError::SelfCheck { index })?;
                 if signer.is_none() {
                     signer = Some(SignKey {
                         kid: k.kid.clone(),
@@ -198,7 +241,7 @@ impl Keyring {
 }
 
 /// `portcullis keygen`: a new key pair as PKCS#8 private PEM and SPKI public PEM.
-pub fn generate(alg: Algorithm) -> Result<(String, String), String> {
+pub fn generate(alg: Algorithm) -> Result<(String, String), KeygenError> {
     use base64::Engine;
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
     use rand_core::OsRng;
@@ -208,30 +251,55 @@ pub fn generate(alg: Algorithm) -> Result<(String, String), String> {
             let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
             // PKCS#8 v1 (48 bytes): the form jsonwebtoken and OpenSSL both read.
             let b64 = base64::engine::general_purpose::STANDARD.encode(ed25519_v1_der(&sk));
-            let private = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
-            let public = sk
-                .verifying_key()
-                .to_public_key_pem(le)
-                .map_err(|e| e.to_string())?;
+            let private =
+                format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+            let public = sk.verifying_key().to_public_key_pem(le)?;
             Ok((private, public))
         }
         Algorithm::ES256 => {
             let sk = p256::SecretKey::random(&mut OsRng);
-            let private = sk.to_pkcs8_pem(le).map_err(|e| e.to_string())?;
-            let public = sk
-                .public_key()
-                .to_public_key_pem(le)
-                .map_err(|e| e.to_string())?;
+            let private = sk.to_pkcs8_pem(le)?;
+            let public = sk.public_key().to_public_key_pem(le)?;
             Ok((private.to_string(), public))
         }
         Algorithm::RS256 => {
-            let sk = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| e.to_string())?;
-            let private = sk.to_pkcs8_pem(le).map_err(|e| e.to_string())?;
-            let public = rsa::RsaPublicKey::from(&sk)
-                .to_public_key_pem(le)
-                .map_err(|e| e.to_string())?;
+            let sk = rsa::RsaPrivateKey::new(&mut OsRng, 2048)?;
+            let private = sk.to_pkcs8_pem(le)?;
+            let public = rsa::RsaPublicKey::from(&sk).to_public_key_pem(le)?;
             Ok((private.to_string(), public))
         }
-        Algorithm::HS256 => Err("HS256 uses a shared secret: put 32+ random bytes in tokens.signing_keys[].secret (for example from `openssl rand -base64 48`)".into()),
+        Algorithm::HS256 => Err(KeygenError::SharedSecret),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::claims::VerifyError;
+    use jsonwebtoken::{encode, Header};
+
+    fn token(alg: jsonwebtoken::Algorithm, key: &EncodingKey) -> String {
+        encode(&Header::new(alg), &serde_json::json!({"sub": "a"}), key).unwrap()
+    }
+
+    #[test]
+    fn a_public_key_never_verifies_as_an_hmac_secret() {
+        // Algorithm confusion: the RSA public key bytes used as an HS256 secret.
+        let (private, public) = generate(Algorithm::RS256).expect("keygen");
+        let rs = JwsKey::new(
+            jsonwebtoken::Algorithm::RS256,
+            &DecodingKey::from_rsa_pem(public.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let good = token(
+            jsonwebtoken::Algorithm::RS256,
+            &EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+        );
+        assert!(rs.verify(&good).is_ok());
+        let forged = token(
+            jsonwebtoken::Algorithm::HS256,
+            &EncodingKey::from_secret(public.as_bytes()),
+        );
+        assert_eq!(rs.verify(&forged).unwrap_err(), VerifyError::Invalid);
     }
 }
