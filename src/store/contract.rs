@@ -1,7 +1,12 @@
 //! The contract every `TokenStore` backend passes: run against sled in unit tests and against
 //! a real redis-server in the integration tests. Times are explicit, so nothing sleeps.
+//!
+//! Built for tests only, never into the gateway. The integration tests compile this same file
+//! as a module of their own, next to a re-export of `portcullis::store`: that is why store
+//! items are named through `super` and nothing else of the crate is used.
 
-use super::*;
+use super::{Family, RevocationKind, RotateOutcome, RotationPolicy, TokenStore};
+use std::sync::Arc;
 
 /// The contract's "now", in seconds.
 pub const T0: u64 = 1_800_000_000;

@@ -15,6 +15,7 @@
 //! Every call the gateway makes goes through [`deadline::WithDeadline`]: a store that stops
 //! answering costs a request `store.timeout` and a 503, never a hang.
 
+#[cfg(test)]
 pub mod contract;
 pub mod deadline;
 pub mod handover;

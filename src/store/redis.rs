@@ -22,116 +22,22 @@
 //! missing, only logins and refreshes fail.
 
 mod link;
+mod replicas;
+mod scripts;
+mod watch;
 
 use super::*;
 use crate::config::Rate;
 use crate::secret::Secret;
 use crate::tokens::revocation::RevocationView;
 use ::redis::{AsyncCommands, Script};
-use futures_util::StreamExt;
-use link::{Conn, Link, Pinned};
+use link::{Conn, Link};
+use scripts::{RATE, REVOKE, REVOKE_FN, ROTATE};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 const P: &str = "pc:";
 const CHANNEL: &str = "pc:revocations";
-
-/// Revoke one family: mark it, remember the revocation, publish it. Used by both scripts.
-const REVOKE_FN: &str = r#"
-local function revoke(p, sid, until_)
-  local raw = redis.call('GET', p..'fam:'..sid)
-  if raw then
-    local f = cjson.decode(raw)
-    if not f.revoked then
-      f.revoked = true
-      redis.call('SET', p..'fam:'..sid, cjson.encode(f), 'KEEPTTL')
-    end
-  end
-  local k = p..'rev:s:'..sid
-  local prev = tonumber(redis.call('GET', k) or '0')
-  if until_ > prev then
-    redis.call('SET', k, until_)
-    redis.call('EXPIREAT', k, until_ + 1)
-  end
-  redis.call('PUBLISH', p..'revocations', 's:'..sid..':'..until_)
-end
-"#;
-
-const ROTATE: &str = r#"
-local p, presented, successor = ARGV[1], ARGV[2], ARGV[3]
-local now, refresh_ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local revoke_user, revocation_ttl = ARGV[7], tonumber(ARGV[8])
-local now_ms = tonumber(ARGV[9])
-local sid = redis.call('GET', p..'tok:'..presented)
-if not sid then return {'invalid'} end
-local raw = redis.call('GET', p..'fam:'..sid)
-if not raw then return {'invalid'} end
-local f = cjson.decode(raw)
-if f.revoked or now >= math.min(f.idle_exp, f.max_exp) then return {'invalid'} end
-if f.current == presented then
-  f.previous = f.current
-  f.current = successor
-  f.rotated_at = now
-  f.rotated_at_ms = now_ms
-  f.idle_exp = math.min(now + refresh_ttl, f.max_exp)
-  local ttl = f.max_exp - now + 1
-  local enc = cjson.encode(f)
-  redis.call('SET', p..'fam:'..sid, enc, 'EX', ttl)
-  redis.call('SET', p..'tok:'..successor, sid, 'EX', ttl)
-  return {'rotated', enc, '0'}
-end
--- grace is in milliseconds; a record without a matching rotated_at_ms (written by an older
--- version) counts from the start of its rotated_at second
-local rotated_ms = f.rotated_at_ms
-if not rotated_ms or math.floor(rotated_ms / 1000) ~= f.rotated_at then rotated_ms = f.rotated_at * 1000 end
-if f.previous == presented and f.current == successor and now_ms <= rotated_ms + grace then
-  return {'rotated', raw, '1'}
-end
-local until_ = now + revocation_ttl
-local sids
-if revoke_user == '1' then sids = redis.call('SMEMBERS', p..'user:'..f.user) else sids = {sid} end
-for _, s in ipairs(sids) do revoke(p, s, until_) end
-local out = {'reused', f.user}
-for _, s in ipairs(sids) do table.insert(out, s) end
-return out
-"#;
-
-const REVOKE: &str = r#"
-local p, kind, until_ = ARGV[1], ARGV[2], tonumber(ARGV[4])
-if kind == 's' then
-  revoke(p, ARGV[3], until_)
-  return {ARGV[3]}
-elseif kind == 'u' then
-  local sids = redis.call('SMEMBERS', p..'user:'..ARGV[3])
-  for _, s in ipairs(sids) do revoke(p, s, until_) end
-  return sids
-else
-  local k = p..'rev:j:'..ARGV[3]
-  local prev = tonumber(redis.call('GET', k) or '0')
-  if until_ > prev then
-    redis.call('SET', k, until_)
-    redis.call('EXPIREAT', k, until_ + 1)
-  end
-  redis.call('PUBLISH', p..'revocations', 'j:'..ARGV[3]..':'..until_)
-  return {ARGV[3]}
-end
-"#;
-
-/// Sliding window: drop old events, count, maybe add one. Returns {allowed, retry_after}.
-const RATE: &str = r#"
-local k, now, window, limit, add = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window)
-local n = redis.call('ZCARD', k)
-if n >= limit then
-  local oldest = tonumber(redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')[2])
-  return {0, math.max(1, oldest + window - now)}
-end
-if add == '1' then
-  redis.call('ZADD', k, now, ARGV[5])
-  redis.call('EXPIRE', k, window + 1)
-end
-return {1, 0}
-"#;
 
 /// Redis-backed store.
 pub struct RedisStore {
@@ -226,92 +132,6 @@ impl RedisStore {
         Conn(self.link.clone())
     }
 
-    /// A connection for a write that [`Self::acked`] will then make durable.
-    async fn durable(&self) -> Result<Pinned, StoreError> {
-        if self.link.failing_over() {
-            return Err(StoreError::Unavailable(
-                "redis: a failover is in progress".into(),
-            ));
-        }
-        self.link.pinned().await.map_err(unavailable)
-    }
-
-    /// With `store.redis_min_replicas_acked`, wait until that many replicas hold every write
-    /// made on `c`; fewer within the timeout fail the call (the client gets 503 instead of a
-    /// credential the loss of the master could take back).
-    async fn acked(&self, c: &mut Pinned) -> Result<(), StoreError> {
-        if self.min_replicas_acked == 0 {
-            return Ok(());
-        }
-        let n: u64 = ::redis::cmd("WAIT")
-            .arg(self.min_replicas_acked)
-            .arg(link::WAIT_TIMEOUT_MS)
-            .query_async(c)
-            .await
-            .map_err(unavailable)?;
-        let wanted = self.min_replicas_acked;
-        if n < u64::from(wanted) {
-            if !self.short_of_replicas.swap(true, Ordering::SeqCst) {
-                tracing::warn!(target: "portcullis::store", acknowledged = n, wanted, "too few redis replicas acknowledge writes; logins and refreshes answer 503");
-            }
-            // Maybe the replicas follow a new master: find out without delaying this answer.
-            let link = self.link.clone();
-            super::runtime().spawn(async move { link.check_master().await });
-            return Err(StoreError::Unavailable(format!(
-                "redis: {n} of {wanted} replicas acknowledged the write"
-            )));
-        }
-        if self.short_of_replicas.swap(false, Ordering::SeqCst) {
-            tracing::info!(target: "portcullis::store", "redis replicas acknowledge writes again");
-        }
-        Ok(())
-    }
-
-    /// Make a rotation's outcome durable before the caller answers with it. A replay hands
-    /// out a successor that an earlier call wrote, maybe on another connection and not
-    /// replicated yet: a write here, later in the replication stream, makes `WAIT` cover it.
-    async fn settle(&self, c: &mut Pinned, outcome: &RotateOutcome) -> Result<(), StoreError> {
-        if self.min_replicas_acked == 0 {
-            return Ok(());
-        }
-        match outcome {
-            RotateOutcome::Invalid => return Ok(()),
-            RotateOutcome::Rotated { replay: true, .. } => {
-                let _: () = ::redis::cmd("SET")
-                    .arg(format!("{P}sync"))
-                    .arg(unix_now())
-                    .arg("PX")
-                    .arg(60_000)
-                    .query_async(c)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            _ => {}
-        }
-        self.acked(c).await
-    }
-
-    async fn revoke_call(
-        &self,
-        kind: &str,
-        id: &str,
-        until: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut c = self.durable().await?;
-        let out = self
-            .revoke
-            .prepare_invoke()
-            .arg(P)
-            .arg(kind)
-            .arg(id)
-            .arg(until)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        self.acked(&mut c).await?;
-        Ok(out)
-    }
-
     /// Sliding-window rate check (and event, when `add`), shared by every instance.
     pub async fn rate(
         &self,
@@ -333,89 +153,6 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(if allowed == 1 { Ok(()) } else { Err(retry) })
-    }
-
-    fn apply(view: &RevocationView, msg: &str) {
-        let mut parts = msg.rsplitn(2, ':');
-        let (Some(until), Some(rest)) = (parts.next(), parts.next()) else {
-            return;
-        };
-        let Ok(until) = until.parse::<u64>() else {
-            return;
-        };
-        match rest.split_once(':') {
-            Some(("s", sid)) => view.revoke_sid(sid, until),
-            Some(("j", jti)) => view.revoke_jti(jti, until),
-            _ => {}
-        }
-    }
-
-    /// One subscription lifetime: subscribe, reload every revocation, then apply messages
-    /// while pinging; returns when the connection is lost or replaced (a new master).
-    async fn watch_once(&self, view: &RevocationView) -> Result<(), StoreError> {
-        // On the master the commands go to: after a failover, on the new one.
-        let live = self.link.live().await.map_err(unavailable)?;
-        let mut generations = self.link.generations();
-        let master_changed = || StoreError::Unavailable("redis: the master changed".into());
-        if *generations.borrow_and_update() != live.gen {
-            return Err(master_changed());
-        }
-        let mut pubsub =
-            tokio::time::timeout(Duration::from_millis(1000), live.client.get_async_pubsub())
-                .await
-                .map_err(|_| StoreError::Unavailable("redis: timed out".into()))?
-                .map_err(unavailable)?;
-        drop(live);
-        pubsub.subscribe(CHANNEL).await.map_err(unavailable)?;
-        // Subscribed first, then loaded: nothing published in between is missed.
-        apply_revocations(view, &self.revocations(unix_now()).await?);
-        // Loaded from a master that is still the current one, or loaded again.
-        if generations.has_changed().unwrap_or(true) {
-            return Err(master_changed());
-        }
-        self.synced.store(true, Ordering::SeqCst);
-        self.last_ok.store(unix_now(), Ordering::SeqCst);
-        tracing::info!(target: "portcullis::store", "redis revocation view synchronised");
-        let mut messages = pubsub.on_message();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                msg = messages.next() => match msg {
-                    Some(m) => {
-                        if let Ok(text) = m.get_payload::<String>() {
-                            Self::apply(view, &text);
-                        }
-                    }
-                    None => return Err(StoreError::Unavailable("redis: subscription closed".into())),
-                },
-                // Reconnected (to a new master, or the same after an outage): subscribe there
-                // and reload, as writes made meanwhile were never published to us.
-                _ = generations.changed() => return Err(master_changed()),
-                _ = tick.tick() => {
-                    let pong: Result<String, _> = ::redis::cmd("PING").query_async(&mut self.conn()).await;
-                    match pong {
-                        Ok(_) => self.last_ok.store(unix_now(), Ordering::SeqCst),
-                        Err(e) => return Err(unavailable(e)),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keep the revocation view current across connection losses and failovers.
-    async fn watch(&self, view: &RevocationView) {
-        let mut generations = self.link.generations();
-        loop {
-            generations.borrow_and_update();
-            if let Err(e) = self.watch_once(view).await {
-                if self.synced.swap(false, Ordering::SeqCst) {
-                    tracing::error!(target: "portcullis::store", error = %e, "redis connection lost; resynchronising");
-                }
-            }
-            // Again when the connection changes (a request reached the new master: readiness
-            // follows at once), at the latest after 250 ms.
-            let _ = tokio::time::timeout(Duration::from_millis(250), generations.changed()).await;
-        }
     }
 }
 

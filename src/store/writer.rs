@@ -31,8 +31,11 @@ pub const MAX_BATCH: usize = 512;
 
 /// The state the writer owns, and how to make its changes durable.
 pub trait Durable: Send + 'static {
+    /// Why a flush failed. Every caller of the batch is answered with it, hence `Clone`.
+    type Error: std::error::Error + Clone + Send + 'static;
+
     /// Make every change made so far durable (sled: write the log and fsync).
-    fn flush(&self) -> Result<(), String>;
+    fn flush(&self) -> Result<(), Self::Error>;
 }
 
 /// Whether a job may change data: a batch holding one is flushed before anyone is answered.
@@ -63,14 +66,14 @@ struct Counters {
     flushes: AtomicU64,
 }
 
-/// A job's result, held until its batch is flushed.
-struct Answer {
+/// A job's result, held until its batch is flushed (`E`: why a flush fails).
+struct Answer<E> {
     write: bool,
-    deliver: Box<dyn FnOnce(Result<(), String>) + Send>,
+    deliver: Box<dyn FnOnce(Result<(), E>) + Send>,
 }
 
 /// `None`: the caller was gone, nothing was done.
-type Job<S> = Box<dyn FnOnce(&S) -> Option<Answer> + Send>;
+type Job<S> = Box<dyn FnOnce(&S) -> Option<Answer<<S as Durable>::Error>> + Send>;
 
 /// The handle callers use; dropping it lets the thread finish the queue and exit.
 pub struct Writer<S: Durable> {
@@ -124,7 +127,7 @@ impl<S: Durable> Writer<S> {
                 deliver: Box::new(move |flushed| {
                     let result = match flushed {
                         Ok(()) => result,
-                        Err(e) => Err(StoreError::Unavailable(e)),
+                        Err(e) => Err(StoreError::Unavailable(e.to_string())),
                     };
                     let committed = write && result.is_ok();
                     if reply.send(result).is_err() && committed {
@@ -170,7 +173,7 @@ impl<S: Durable> Drop for Writer<S> {
 
 /// The writer loop: take what is waiting (up to [`MAX_BATCH`]), run it, flush once, answer.
 fn run<S: Durable>(state: S, mut jobs: mpsc::Receiver<Job<S>>, c: &Counters) {
-    let mut answers: Vec<Answer> = Vec::with_capacity(MAX_BATCH);
+    let mut answers: Vec<Answer<S::Error>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         let mut next = Some(first);
         let mut taken = 0u64;
@@ -226,7 +229,9 @@ mod tests {
     }
 
     impl Durable for Slow {
-        fn flush(&self) -> Result<(), String> {
+        type Error = std::convert::Infallible;
+
+        fn flush(&self) -> Result<(), Self::Error> {
             if self.flushing.fetch_add(1, Ordering::SeqCst) > 0 {
                 self.overlaps.fetch_add(1, Ordering::SeqCst);
             }

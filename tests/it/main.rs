@@ -3,6 +3,15 @@
 
 mod harness;
 
+/// The store contract suite, compiled from the library's own source (the library builds it
+/// for its unit tests only) next to the store items it names through `super`. A `path` on an
+/// inline module names a directory, relative to this file.
+#[path = "../../src/store"]
+mod store_contract {
+    pub use portcullis::store::*;
+    pub mod contract;
+}
+
 mod auth;
 mod canonical;
 mod cli;

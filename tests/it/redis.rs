@@ -25,8 +25,11 @@ fn redis_passes_the_store_contract() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    rt.block_on(portcullis::store::contract::run(store.as_ref(), "redis"));
-    rt.block_on(portcullis::store::contract::concurrent_rotation(
+    rt.block_on(crate::store_contract::contract::run(
+        store.as_ref(),
+        "redis",
+    ));
+    rt.block_on(crate::store_contract::contract::concurrent_rotation(
         store.clone(),
         "redis",
     ));

@@ -658,8 +658,8 @@ fn too_few_replicas_fail_writes_instead_of_claiming_durability() {
         "the revocation view synchronised",
         || rt.block_on(store.ping()).is_ok(),
     );
-    rt.block_on(portcullis::store::contract::run(store.as_ref(), "wait"));
-    rt.block_on(portcullis::store::contract::concurrent_rotation(
+    rt.block_on(crate::store_contract::contract::run(store.as_ref(), "wait"));
+    rt.block_on(crate::store_contract::contract::concurrent_rotation(
         store.clone(),
         "wait",
     ));

@@ -4,7 +4,8 @@
 
 use crate::auth::{auth_gateway, login_json, set_cookies, Jar, PASSWORD};
 use crate::harness::*;
-use portcullis::store::{contract, RotateOutcome, TokenStore};
+use crate::store_contract::contract;
+use portcullis::store::{RotateOutcome, TokenStore};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,16 +22,23 @@
 //! A reconnection bumps the generation ([`Link::generations`]): the revocation watcher then
 //! subscribes on the new master and reloads every revocation before it reports ready again.
 
+mod conn;
+mod sentinel;
+
+#[cfg(test)]
+mod tests;
+
+pub(super) use conn::{Conn, Pinned};
+
 use crate::secret::Secret;
 use crate::store::StoreError;
-use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::aio::MultiplexedConnection;
 use ::redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Role, ServerErrorKind, Value,
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, RedisResult, Role, ServerErrorKind,
 };
 use arc_swap::ArcSwapOption;
-use futures_util::StreamExt;
-use std::collections::HashMap;
+use sentinel::find_master;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,9 +47,6 @@ use std::time::{Duration, Instant};
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// A command without an answer after this long counts as a lost master.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Connecting to a sentinel, and its answer, each within this long; the sentinels are asked
-/// side by side, so one that is down costs a lookup no more than this.
-const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
 /// Finding the master (asking the sentinels, checking its role) and connecting to it, whole.
 /// Below the default `store.timeout` (2 s), so that a lookup that fails by itself is
 /// remembered (see [`RETRY_AFTER`]) rather than cut short and started again by every call.
@@ -58,20 +62,6 @@ pub(super) const WAIT_TIMEOUT_MS: u64 = 500;
 /// Connections reserved for writes that wait for replicas: each `WAIT` holds one of them
 /// until the replicas answer, so a few let concurrent rotations proceed side by side.
 pub(super) const DURABLE_LANES: usize = 4;
-/// The sentinel channel that announces a completed failover:
-/// `<master-name> <old-ip> <old-port> <new-ip> <new-port>`.
-const SWITCH_MASTER: &str = "+switch-master";
-/// A sentinel starts failing a master over: `master <master-name> <ip> <port>`.
-const TRY_FAILOVER: &str = "+try-failover";
-/// A sentinel gave its failover up (same form).
-const FAILOVER_ABORTED: [&str; 3] = [
-    "-failover-abort-not-elected",
-    "-failover-abort-no-good-slave",
-    "-failover-abort-slave-timeout",
-];
-/// Writes wait at most this long for a failover announced as started to end (should the
-/// announcement of its end be missed).
-const FENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where the master is found.
 enum Target {
@@ -133,89 +123,6 @@ fn config(response_timeout: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(response_timeout))
-}
-
-/// What one sentinel knows of the master: its configuration epoch and address, when it
-/// considers it usable (`None`: it does not, or does not know the name).
-async fn ask_sentinel(url: &str, master_name: &str) -> RedisResult<Option<(u64, String, u16)>> {
-    let client = Client::open(url)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(SENTINEL_TIMEOUT))
-        .set_response_timeout(Some(SENTINEL_TIMEOUT));
-    let mut c = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let reply: RedisResult<HashMap<String, String>> = ::redis::cmd("SENTINEL")
-        .arg("MASTER")
-        .arg(master_name)
-        .query_async(&mut c)
-        .await;
-    let fields = match reply {
-        Ok(fields) => fields,
-        // "No such master with that name": this sentinel does not watch it (yet).
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(usable_master(&fields))
-}
-
-/// From a `SENTINEL MASTER` answer: (config epoch, ip, port) of a master that is neither
-/// known to be down nor being replaced (`failover_in_progress`: the sentinel leading a
-/// failover names the old master until the very end, while it still answers as a master).
-/// `disconnected` (the sentinel's own link) does not count: a sentinel that has just switched
-/// to a new master reports it so until it has connected, and the gateway checks the node's
-/// role itself anyway.
-fn usable_master(fields: &HashMap<String, String>) -> Option<(u64, String, u16)> {
-    let flags: Vec<&str> = fields.get("flags")?.split(',').collect();
-    let unusable = |f: &&str| matches!(*f, "s_down" | "o_down" | "failover_in_progress");
-    if !flags.contains(&"master") || flags.iter().any(unusable) {
-        return None;
-    }
-    let port = fields.get("port")?.parse().ok()?;
-    let epoch = fields
-        .get("config-epoch")
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(0);
-    Some((epoch, fields.get("ip")?.clone(), port))
-}
-
-/// The master the sentinels name. Asking them in turn and taking the first answer is not
-/// enough: sentinels switch to a new master at different moments, and an old master still
-/// answers as a master until it is demoted. See [`choose`].
-async fn find_master(master_name: &str, urls: &[String]) -> RedisResult<(String, u16)> {
-    let answers =
-        futures_util::future::join_all(urls.iter().map(|u| ask_sentinel(u, master_name))).await;
-    let mut named = Vec::new();
-    let mut failure = None;
-    for answer in answers {
-        match answer {
-            Ok(Some(n)) => named.push(n),
-            Ok(None) => {}
-            Err(e) => failure = Some(e),
-        }
-    }
-    match (choose(named), failure) {
-        (Some(master), _) => Ok(master),
-        (None, Some(e)) => Err(e),
-        (None, None) => Err(RedisError::from((
-            ErrorKind::MasterNameNotFoundBySentinel,
-            "no sentinel names a master that is up",
-        ))),
-    }
-}
-
-/// Of the masters the sentinels name (config epoch, ip, port; in the configured order of the
-/// sentinels): the newest configuration, then the address most of them name, then the first.
-fn choose(named: Vec<(u64, String, u16)>) -> Option<(String, u16)> {
-    let newest = named.iter().map(|n| n.0).max()?;
-    let current: Vec<(String, u16)> = named
-        .into_iter()
-        .filter(|n| n.0 == newest)
-        .map(|(_, ip, port)| (ip, port))
-        .collect();
-    let votes = |a: &(String, u16)| current.iter().filter(|b| *b == a).count();
-    let most = current.iter().map(votes).max()?;
-    current.iter().find(|a| votes(a) == most).cloned()
 }
 
 /// Whether `e` means the connection no longer reaches a usable master. A timeout on a
@@ -453,144 +360,6 @@ impl Link {
         let _ = self.live().await;
     }
 
-    /// Replicas stopped acknowledging writes: maybe because this master was replaced and
-    /// they follow another one now, unnoticed (a missed announcement, a sentinel cut off). Ask
-    /// the sentinels, at most once a second, and move when they name another master.
-    pub(super) async fn check_master(&self) {
-        let Target::Sentinel {
-            master_name, urls, ..
-        } = &self.target
-        else {
-            return;
-        };
-        let Some(live) = self.live.load_full() else {
-            return;
-        };
-        {
-            let mut r = self.resolver.lock().await;
-            if r.checked
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-            {
-                return;
-            }
-            r.checked = Some(Instant::now());
-        }
-        let named = tokio::time::timeout(RESOLVE_TIMEOUT, find_master(master_name, urls)).await;
-        let Ok(Ok((ip, port))) = named else {
-            return;
-        };
-        if format!("{ip}:{port}") != live.addr && self.forget(&live) {
-            tracing::warn!(
-                target: "portcullis::store",
-                master = %live.addr,
-                "the sentinels name another redis master; reconnecting"
-            );
-        }
-    }
-
-    /// Follow the failovers the sentinels announce, each sentinel on a subscription of its
-    /// own (the one leading a failover announces its start); runs until the process ends.
-    /// Without Sentinel there is nothing to follow.
-    pub(super) async fn follow_failovers(&self) {
-        let Target::Sentinel {
-            master_name, urls, ..
-        } = &self.target
-        else {
-            return std::future::pending().await;
-        };
-        let followers = urls.iter().enumerate().map(|(i, url)| async move {
-            loop {
-                if let Err(e) = self.follow(i, url, master_name).await {
-                    tracing::debug!(
-                        target: "portcullis::store",
-                        sentinel = %url.trim_start_matches("redis://"),
-                        error = %super::KindStr::kind_str(&e),
-                        "sentinel subscription ended; subscribing again"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        futures_util::future::join_all(followers).await;
-    }
-
-    async fn follow(&self, sentinel: usize, url: &str, master_name: &str) -> RedisResult<()> {
-        let client = Client::open(url)?;
-        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-            .await
-            .map_err(|_| timed_out("connecting to a sentinel timed out"))??;
-        let (mut sink, mut messages) = pubsub.split();
-        sink.subscribe(&[SWITCH_MASTER, TRY_FAILOVER][..]).await?;
-        sink.subscribe(&FAILOVER_ABORTED[..]).await?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                msg = messages.next() => {
-                    let Some(msg) = msg else {
-                        return Err(timed_out("sentinel subscription closed"));
-                    };
-                    let text: String = msg.get_payload().unwrap_or_default();
-                    let fields: Vec<&str> = text.split(' ').collect();
-                    match (msg.get_channel_name(), &fields[..]) {
-                        (SWITCH_MASTER, [name, _, _, ip, port]) if *name == master_name => {
-                            self.renew(&format!("{ip}:{port}")).await;
-                            self.fence_all(false);
-                        }
-                        (TRY_FAILOVER, ["master", name, ..]) if *name == master_name => {
-                            tracing::warn!(
-                                target: "portcullis::store",
-                                sentinel = %url.trim_start_matches("redis://"),
-                                "a redis failover started; logins and refreshes wait for it (503)"
-                            );
-                            self.fence(sentinel, true);
-                        }
-                        (aborted, ["master", name, ..])
-                            if *name == master_name && FAILOVER_ABORTED.contains(&aborted) =>
-                        {
-                            self.fence(sentinel, false);
-                        }
-                        _ => {}
-                    }
-                }
-                // A sentinel that stopped answering (without closing the connection) is
-                // subscribed to again.
-                _ = tick.tick() => {
-                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>())
-                        .await
-                        .map_err(|_| timed_out("sentinel ping timed out"))??;
-                }
-            }
-        }
-    }
-
-    /// Writes wait while `sentinel` fails the master over (at most [`FENCE_LIMIT`]).
-    fn fence(&self, sentinel: usize, on: bool) {
-        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = fences.get_mut(sentinel) {
-            *slot = on.then(|| Instant::now() + FENCE_LIMIT);
-        }
-    }
-
-    fn fence_all(&self, on: bool) {
-        for i in 0..self.fences.lock().map_or(0, |f| f.len()) {
-            self.fence(i, on);
-        }
-    }
-
-    /// A sentinel is failing the master over: a write now could land on the old master after
-    /// a replica was promoted, be acknowledged by another replica still following it, and be
-    /// discarded when that replica follows the new master. Writes wait (503) until the new
-    /// master is announced.
-    pub(super) fn failing_over(&self) -> bool {
-        let now = Instant::now();
-        self.fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flatten()
-            .any(|until| *until > now)
-    }
-
     /// A connection for one write and the `WAIT` after it: one of the reserved ones when
     /// writes wait for replicas, else the shared one.
     pub(super) async fn pinned(self: &Arc<Self>) -> RedisResult<Pinned> {
@@ -607,182 +376,5 @@ impl Link {
             conn,
             carries_wait,
         })
-    }
-}
-
-/// Commands on the current master's shared connection, whichever master that is by then.
-#[derive(Clone)]
-pub(super) struct Conn(pub(super) Arc<Link>);
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let live = self.0.live().await?;
-            let out = live.main.clone().send_packed_command(cmd).await;
-            if let Err(e) = &out {
-                self.0.failed(&live, e, false);
-            }
-            out
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let live = self.0.live().await?;
-            let out = live
-                .main
-                .clone()
-                .send_packed_commands(cmd, offset, count)
-                .await;
-            if let Err(e) = &out {
-                self.0.failed(&live, e, false);
-            }
-            out
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.0.db
-    }
-}
-
-/// One connection to one master, kept for a write and the `WAIT` that must follow it there.
-/// It never moves to another connection: a failure is reported, and the call fails.
-pub(super) struct Pinned {
-    link: Arc<Link>,
-    live: Arc<Live>,
-    conn: MultiplexedConnection,
-    carries_wait: bool,
-}
-
-impl ConnectionLike for Pinned {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let out = self.conn.send_packed_command(cmd).await;
-            if let Err(e) = &out {
-                self.link.failed(&self.live, e, self.carries_wait);
-            }
-            out
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let out = self.conn.send_packed_commands(cmd, offset, count).await;
-            if let Err(e) = &out {
-                self.link.failed(&self.live, e, self.carries_wait);
-            }
-            out
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.link.db
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn what_counts_as_a_lost_master() {
-        let io = |kind| RedisError::from(std::io::Error::new(kind, "test"));
-        let readonly = RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "READONLY"));
-        let script = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "ERR"));
-        // Demoted, refused, reset: find the master again, whatever the connection carries.
-        for carries_wait in [false, true] {
-            assert!(lost_master(&readonly, carries_wait));
-            assert!(lost_master(
-                &io(std::io::ErrorKind::ConnectionRefused),
-                carries_wait
-            ));
-            assert!(lost_master(
-                &io(std::io::ErrorKind::ConnectionReset),
-                carries_wait
-            ));
-            assert!(
-                !lost_master(&script, carries_wait),
-                "an error of the command itself"
-            );
-        }
-        // A slow answer means a frozen or unreachable master, unless replicas were awaited.
-        assert!(lost_master(&io(std::io::ErrorKind::TimedOut), false));
-        assert!(!lost_master(&io(std::io::ErrorKind::TimedOut), true));
-    }
-
-    #[test]
-    fn only_a_master_that_is_up_counts() {
-        let answer = |flags: &str| {
-            let fields: HashMap<String, String> = [
-                ("name", "m"),
-                ("ip", "10.0.0.7"),
-                ("port", "6380"),
-                ("flags", flags),
-                ("config-epoch", "4"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            usable_master(&fields)
-        };
-        assert_eq!(answer("master"), Some((4, "10.0.0.7".into(), 6380)));
-        assert!(answer("master,disconnected").is_some(), "just switched to");
-        for down in [
-            "master,s_down",
-            "master,s_down,o_down",
-            "master,failover_in_progress",
-            "slave",
-        ] {
-            assert_eq!(answer(down), None, "{down}");
-        }
-        assert_eq!(usable_master(&HashMap::new()), None, "no answer at all");
-    }
-
-    #[test]
-    fn the_newest_configuration_then_the_most_named_master_wins() {
-        let n = |epoch, port| (epoch, "127.0.0.1".to_string(), port);
-        let at = |port| Some(("127.0.0.1".to_string(), port));
-        assert_eq!(choose(vec![]), None);
-        assert_eq!(choose(vec![n(1, 7000), n(2, 7001), n(1, 7000)]), at(7001));
-        assert_eq!(choose(vec![n(2, 7000), n(2, 7001), n(2, 7001)]), at(7001));
-        assert_eq!(choose(vec![n(2, 7000), n(2, 7001)]), at(7000));
-    }
-
-    #[test]
-    fn the_url_gives_the_database_and_sentinels_need_host_port() {
-        let url = Secret::new("redis://:pw@unused.invalid/3".to_string());
-        let sentinel = crate::config::Sentinel {
-            master_name: "m".into(),
-            addresses: vec!["127.0.0.1:26379".into(), "[::1]:26380".into()],
-        };
-        let link = Link::new(&url, Some(&sentinel), 0).unwrap();
-        assert_eq!(link.db, 3);
-        let Target::Sentinel {
-            master_name,
-            urls,
-            node,
-        } = &link.target
-        else {
-            panic!("sentinel target");
-        };
-        assert_eq!(master_name, "m");
-        assert_eq!(urls, &["redis://127.0.0.1:26379", "redis://[::1]:26380"]);
-        assert_eq!((node.db(), node.password()), (3, Some("pw")));
-        let Err(StoreError::Unavailable(e)) = Link::new(&Secret::new("nope".into()), None, 0)
-        else {
-            panic!("a bad URL is refused");
-        };
-        assert!(!e.contains("nope"), "{e}");
     }
 }
