@@ -7,6 +7,7 @@ use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 /// The bundled upstream: a page listing the identity headers the gateway sent.
 pub struct DemoApp;
@@ -79,15 +80,36 @@ pub fn demo_service(addr: &str) -> Service<HttpServer<DemoApp>> {
 /// The demo account.
 pub const DEMO_EMAIL: &str = "demo@example.com";
 
+/// Why the demo's files could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A directory or file under `data` could not be written; the message names it.
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The signing key could not be generated.
+    #[error(transparent)]
+    Keygen(#[from] crate::tokens::keys::KeygenError),
+}
+
+fn written(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    |source| DemoError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Create the demo's signing key (once) and users file (a fresh password each start) under
 /// `data`; returns the password to print.
-pub fn prepare(data: &std::path::Path) -> Result<String, String> {
+pub fn prepare(data: &Path) -> Result<String, DemoError> {
     let keys = data.join("demo-keys");
     let key = keys.join("demo.private.pem");
     if !key.exists() {
-        std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+        std::fs::create_dir_all(&keys).map_err(written(&keys))?;
         let (private, _) = crate::tokens::keys::generate(crate::config::Algorithm::EdDSA)?;
-        std::fs::write(&key, private).map_err(|e| format!("{}: {e}", key.display()))?;
+        std::fs::write(&key, private).map_err(written(&key))?;
     }
     let password = crate::tokens::access::random_id(12);
     let users = format!(
@@ -95,7 +117,7 @@ pub fn prepare(data: &std::path::Path) -> Result<String, String> {
         crate::auth::password::hash_password(&password)
     );
     let file = data.join("demo-users.yaml");
-    std::fs::write(&file, users).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, users).map_err(written(&file))?;
     Ok(password)
 }
 

@@ -44,39 +44,65 @@ pub struct Users {
     by_id: HashMap<String, Arc<User>>,
 }
 
+/// Why the users file could not be taken. The variants differ in whose fault it is, which
+/// decides what a message names first.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    /// The file `users.file` names cannot be read: the config key is at fault, so callers put
+    /// the config file's name in front.
+    #[error("users.file: cannot read {}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was read but its content is wrong; the message names that file and the key
+    /// (`users.alice.password`), so it stands on its own.
+    #[error("{}: {key}: {message}", .file.display())]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
 /// Parse users-file text; errors name the file and the key (`users.alice.password`).
-pub fn parse(text: &str, file: &Path) -> Result<Users, String> {
-    let f = file.display();
+pub fn parse(text: &str, file: &Path) -> Result<Users, UsersError> {
+    let invalid = |key: String, message: &str| UsersError::Invalid {
+        file: file.to_path_buf(),
+        key,
+        message: message.to_string(),
+    };
     let de = serde_yaml::Deserializer::from_str(text);
     let wire: UsersWire = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        format!("{f}: {path}: {msg}")
+        invalid(path, msg.split(" at line ").next().unwrap_or(&msg))
     })?;
     let mut users = Users::default();
     for (id, u) in wire.users {
         let key = format!("users.{id}");
         if id.trim().is_empty() {
-            return Err(format!("{f}: users: a user id must not be empty"));
+            return Err(invalid("users".into(), "a user id must not be empty"));
         }
         match argon2::PasswordHash::new(&u.password) {
             Ok(h) if h.algorithm.as_str() == "argon2id" => {
                 if is_published_password(&u.password, &h) {
-                    return Err(format!(
-                        "{f}: {key}.password: is a password published in portcullis's examples; set a new one with `portcullis hash-password`"
+                    return Err(invalid(
+                        format!("{key}.password"),
+                        "is a password published in portcullis's examples; set a new one with `portcullis hash-password`",
                     ));
                 }
             }
             _ => {
-                return Err(format!(
-                    "{f}: {key}.password: not an argon2id PHC string (create one with `portcullis hash-password`)"
+                return Err(invalid(
+                    format!("{key}.password"),
+                    "not an argon2id PHC string (create one with `portcullis hash-password`)",
                 ))
             }
         }
         let email = u.email.trim().to_ascii_lowercase();
         if !email.contains('@') {
-            return Err(format!("{f}: {key}.email: not an email address"));
+            return Err(invalid(format!("{key}.email"), "not an email address"));
         }
         let user = Arc::new(User {
             id: id.clone(),
@@ -86,7 +112,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, String> {
             disabled: u.disabled,
         });
         if users.by_email.insert(email.clone(), user.clone()).is_some() {
-            return Err(format!("{f}: {key}.email: {email} belongs to two users"));
+            return Err(invalid(
+                format!("{key}.email"),
+                &format!("{email} belongs to two users"),
+            ));
         }
         users.by_id.insert(id, user);
     }
@@ -133,11 +162,14 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 impl UserDirectory {
     /// Load the file. A missing file is an error only when `required`.
-    pub fn load(path: &Path, required: bool) -> Result<Self, String> {
+    pub fn load(path: &Path, required: bool) -> Result<Self, UsersError> {
         let users = match std::fs::read_to_string(path) {
             Ok(text) => parse(&text, path)?,
-            Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("users.file: cannot read {}: {e}", path.display()))
+            Err(source) if required || source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(UsersError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
             Err(_) => Users::default(),
         };
@@ -181,7 +213,7 @@ impl UserDirectory {
         }
         match std::fs::read_to_string(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))
-            .and_then(|t| parse(&t, &self.path))
+            .and_then(|t| parse(&t, &self.path).map_err(|e| e.to_string()))
         {
             Ok(users) => {
                 tracing::info!(target: "portcullis::users", users = users.by_id.len(), "users file reloaded");
@@ -202,14 +234,12 @@ pub struct UsersReloader(pub Arc<UserDirectory>);
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for UsersReloader {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
+        let second = std::time::Duration::from_secs(1);
+        crate::clock::every(second, &mut shutdown, || async {
             let dir = self.0.clone();
             let _ = tokio::task::spawn_blocking(move || dir.reload_if_changed()).await;
-        }
+        })
+        .await
     }
 }
 
@@ -230,7 +260,8 @@ mod tests {
             Path::new("u.yaml"),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(
             e.starts_with("u.yaml: users.bob.password: not an argon2id"),
             "{e}"
@@ -240,7 +271,8 @@ mod tests {
             Path::new("u.yaml"),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.contains("users.bob") && e.contains("pasword"), "{e}");
     }
 
@@ -249,7 +281,7 @@ mod tests {
         for published in crate::secret::PUBLISHED_PASSWORD_HASHES {
             let text =
                 format!("users:\n  alice: {{ email: a@x.test, password: \"{published}\" }}\n");
-            let e = parse(&text, Path::new("u.yaml")).err().unwrap();
+            let e = parse(&text, Path::new("u.yaml")).err().unwrap().to_string();
             assert!(
                 e.starts_with("u.yaml: users.alice.password: is a password published"),
                 "{e}"
@@ -258,11 +290,21 @@ mod tests {
         // The same password hashed again with another salt.
         let rehashed = crate::auth::password::hash_password(crate::secret::PUBLISHED_PASSWORDS[0]);
         let text = format!("users:\n  bob: {{ email: b@x.test, password: \"{rehashed}\" }}\n");
-        let e = parse(&text, Path::new("u.yaml")).err().unwrap();
+        let e = parse(&text, Path::new("u.yaml")).err().unwrap().to_string();
         assert!(
             e.contains("users.bob.password: is a password published"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_the_config_keys_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing.yaml");
+        assert!(UserDirectory::load(&p, false).unwrap().is_empty());
+        let e = UserDirectory::load(&p, true).err().unwrap();
+        assert!(matches!(e, UsersError::Unreadable { .. }), "{e}");
+        assert!(e.to_string().starts_with("users.file: cannot read "), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Every struct denies unknown fields so that a typo (`acess_ttl`) is an error at start-up
 //! instead of a silently ignored setting. Values that need parsing (durations, addresses,
-//! CIDRs, rates) stay strings here; `validate.rs` turns them into the model and names the
+//! CIDRs, rates) stay strings here; `validate/` turns them into the model and names the
 //! key path of anything wrong.
 
 use serde::Deserialize;

@@ -2,7 +2,7 @@
 //!
 //! - `env.rs`: `${VAR}` / `${VAR:-default}` substitution on the raw text
 //! - `file.rs`: serde wire types (`deny_unknown_fields`)
-//! - `validate.rs`: wire -> model; every error names its key path
+//! - `validate/`: wire -> model, a file per section; every error names its key path
 //! - `model.rs`: the validated types the rest of the gateway uses
 
 pub mod env;

@@ -1,0 +1,187 @@
+//! Wire -> model. Every error names the key path (`routes[2].upstream`) and what is wrong;
+//! the caller prefixes the file name.
+//!
+//! `build` walks the file section by section; the larger sections have a file of their own
+//! and `values.rs` parses the scalars they all share.
+
+mod headers;
+mod routes;
+mod server;
+mod store;
+mod tokens;
+mod values;
+
+pub use headers::DEFAULT_SECURITY_HEADERS;
+pub use values::duration;
+
+use super::file::*;
+use super::model::*;
+use headers::{cookies, security_headers};
+use routes::{cors, routes, upstreams};
+use server::server;
+use std::path::Path;
+use std::time::Duration;
+use store::store;
+use tokens::tokens;
+use values::{duration_or, header_name, one_of, positive, rate, resolve_path, socket_addr};
+
+/// A validation failure: the key path and a human message.
+#[derive(Debug)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+type R<T> = Result<T, Invalid>;
+
+fn invalid<T>(key: impl Into<String>, message: impl Into<String>) -> R<T> {
+    Err(Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
+}
+
+/// Build the validated model. `base` is the directory relative paths are resolved against.
+pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
+    let mut warnings = Vec::new();
+    let server = server(&file.server, base)?;
+    let tokens = tokens(&file.tokens, &server.public_url, base, &mut warnings)?;
+    let cookies = cookies(&file.cookies)?;
+    let (store, store_timeout, upgrade_socket) = store(&file.store, base)?;
+    let rl = &file.rate_limits;
+    let five_per_15m = Rate {
+        count: 5,
+        window: Duration::from_secs(15 * 60),
+    };
+    let rate_limits = RateLimits {
+        login_per_ip: rate("rate_limits.login_per_ip", &rl.login_per_ip, five_per_15m)?,
+        login_per_account: rate(
+            "rate_limits.login_per_account",
+            &rl.login_per_account,
+            five_per_15m,
+        )?,
+        refresh_per_ip: rate(
+            "rate_limits.refresh_per_ip",
+            &rl.refresh_per_ip,
+            Rate {
+                count: 60,
+                window: Duration::from_secs(60),
+            },
+        )?,
+    };
+    let security_headers = security_headers("security_headers", &file.security_headers)?;
+    let ih = &file.identity_headers;
+    let spelled = [
+        ih.user.as_deref().unwrap_or("X-Forwarded-User"),
+        ih.email.as_deref().unwrap_or("X-Forwarded-Email"),
+        ih.roles.as_deref().unwrap_or("X-Forwarded-Groups"),
+    ];
+    let identity_headers = IdentityHeaders {
+        user: header_name("identity_headers.user", spelled[0])?,
+        email: header_name("identity_headers.email", spelled[1])?,
+        roles: header_name("identity_headers.roles", spelled[2])?,
+        wire_names: spelled.map(str::to_string),
+        forward_access_token: ih.forward_access_token.unwrap_or(false),
+    };
+    let upstreams = upstreams(&file.upstreams)?;
+    let routes = routes(&file.routes, &upstreams, &mut warnings)?;
+    let health = HealthPaths {
+        liveness: probe_path(
+            "health.liveness_path",
+            file.health.liveness_path.as_deref().unwrap_or("/healthz"),
+        )?,
+        readiness: probe_path(
+            "health.readiness_path",
+            file.health.readiness_path.as_deref().unwrap_or("/readyz"),
+        )?,
+    };
+    let metrics_listen = match &file.metrics {
+        Some(m) => Some(socket_addr("metrics.listen", &m.listen)?),
+        None => None,
+    };
+    let logging = Logging {
+        format: one_of(
+            "logging.format",
+            file.logging.format.as_deref(),
+            LogFormat::Json,
+            &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        )?,
+        level: one_of(
+            "logging.level",
+            file.logging.level.as_deref(),
+            "info",
+            &[
+                ("error", "error"),
+                ("warn", "warn"),
+                ("info", "info"),
+                ("debug", "debug"),
+                ("trace", "trace"),
+            ],
+        )?
+        .to_string(),
+    };
+    let limits = Limits {
+        max_header_bytes: positive(
+            "limits.max_header_bytes",
+            file.limits.max_header_bytes,
+            32 * 1024,
+        )?,
+        max_headers: positive("limits.max_headers", file.limits.max_headers, 100)?,
+        max_auth_body_bytes: positive(
+            "limits.max_auth_body_bytes",
+            file.limits.max_auth_body_bytes,
+            16 * 1024,
+        )?,
+        read_buffer_bytes: positive(
+            "limits.read_buffer_bytes",
+            file.limits.read_buffer_bytes,
+            1024,
+        )?,
+        header_timeout: duration_or(
+            "limits.header_timeout",
+            &file.limits.header_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_connections: positive(
+            "limits.max_connections",
+            file.limits.max_connections,
+            10_000,
+        )?,
+    };
+    let cors = match &file.cors {
+        Some(c) => Some(cors("cors", c)?),
+        None => None,
+    };
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        tokens,
+        cookies,
+        users_file: resolve_path(base, file.users.file.as_deref().unwrap_or("users.yaml")),
+        users_file_required: file.users.file.is_some(),
+        store,
+        store_timeout,
+        upgrade_socket,
+        rate_limits,
+        security_headers,
+        identity_headers,
+        upstreams,
+        routes,
+        health,
+        metrics_listen,
+        logging,
+        limits,
+        cors,
+        warnings,
+    })
+}
+
+fn probe_path(key: &str, value: &str) -> R<String> {
+    if !value.starts_with('/') || value.starts_with("/auth/") {
+        return invalid(
+            key,
+            format!("must be an absolute path outside /auth/, got {value:?}"),
+        );
+    }
+    Ok(value.to_string())
+}
