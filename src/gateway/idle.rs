@@ -1,5 +1,5 @@
 //! Client connections before Pingora: lean idle keep-alive, the connection cap, and the
-//! request head read within its limits (`client_limits.rs`).
+//! request head read within its limits (`client_limits/`).
 //!
 //! Pingora's HTTP/1 loop starts each request of a connection by allocating the whole request
 //! future (everything a proxied request may need, about 14 KB) and then waits inside it for
