@@ -1,4 +1,4 @@
-//! Cross-origin requests and response hardening (SPEC section 11): preflights answered by the
+//! Cross-origin requests and response hardening: preflights answered by the
 //! gateway, CORS headers on proxied and local answers, per-route security headers, the
 //! default headers on every kind of answer, identity-header variants.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 const SPA: &str = "https://spa.example";
 
-/// The default security headers (SPEC 11) and their values.
+/// The default security headers and their values.
 const DEFAULTS: &[(&str, &str)] = &[
     (
         "strict-transport-security",

@@ -136,7 +136,7 @@ fn valid_tokens_of_every_algorithm_pass_with_identity_headers() {
             Some("alice@example.com")
         );
         assert_eq!(seen.header("x-forwarded-groups").as_deref(), Some("user"));
-        // Spelled as configured (SPEC's defaults), not lower-cased.
+        // Spelled as configured (the documented defaults), not lower-cased.
         let names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
         for name in [
             "X-Forwarded-User",
