@@ -42,3 +42,21 @@ impl Clock for ManualClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Run `tick` every `period` until `shutdown` turns true (the server is stopping): the
+/// background services' loop.
+pub async fn every<F, Fut>(
+    period: std::time::Duration,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => tick().await,
+            _ = shutdown.changed() => return,
+        }
+    }
+}

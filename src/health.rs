@@ -1,7 +1,7 @@
 //! Liveness and readiness probes, answered before any routing or authentication.
 
-use crate::gateway::AppState;
 use crate::respond::LocalResponse;
+use crate::store::TokenStore;
 use serde_json::{json, Map, Value};
 
 /// `200 {"status":"alive"}` while the process serves.
@@ -9,34 +9,35 @@ pub fn liveness() -> LocalResponse {
     LocalResponse::json(200, &json!({ "status": "alive" })).no_store()
 }
 
-/// 200 when the store answers and every route's upstream group has a healthy peer; otherwise
-/// 503 with each failing part named in `failing`.
-pub async fn readiness(state: &AppState) -> LocalResponse {
+/// 200 when the store answers, every route's upstream group (`upstreams`: name and healthy
+/// peers) has a healthy peer and no trusted issuer's keys are failing (`issuer_failures`);
+/// otherwise 503 with each failing part named in `failing`.
+pub async fn readiness(
+    store: &dyn TokenStore,
+    upstreams: &[(&str, usize)],
+    issuer_failures: Vec<String>,
+) -> LocalResponse {
     let mut failing = Vec::new();
-    let store = match state.store.ping().await {
+    let store_state = match store.ping().await {
         Ok(()) => "ok".to_string(),
         Err(e) => {
-            failing.push(format!("store ({}): {e}", state.store.backend()));
+            failing.push(format!("store ({}): {e}", store.backend()));
             "unavailable".to_string()
         }
     };
-    let mut upstreams = Map::new();
-    for route in &state.config.routes {
-        if upstreams.contains_key(&route.upstream) {
-            continue;
+    let mut groups = Map::new();
+    for (name, healthy) in upstreams {
+        if *healthy == 0 {
+            failing.push(format!("upstream {name}: no healthy peer"));
         }
-        let healthy = state.upstreams.healthy_count(&route.upstream);
-        if healthy == 0 {
-            failing.push(format!("upstream {}: no healthy peer", route.upstream));
-        }
-        upstreams.insert(route.upstream.clone(), json!({ "healthy_peers": healthy }));
+        groups.insert(name.to_string(), json!({ "healthy_peers": healthy }));
     }
-    failing.extend(state.tokens.external.failures());
+    failing.extend(issuer_failures);
     let ready = failing.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "store": store,
-        "upstreams": Value::Object(upstreams),
+        "store": store_state,
+        "upstreams": Value::Object(groups),
         "failing": failing,
     });
     LocalResponse::json(if ready { 200 } else { 503 }, &body).no_store()

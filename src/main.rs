@@ -3,9 +3,13 @@
 use clap::Parser;
 use portcullis::cli::{Cli, Command};
 use portcullis::{config, demo, probe, server, telemetry};
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A command's failure: printed as one line naming the file, key or argument, then exit 1.
+type Outcome<T = ()> = Result<T, Box<dyn Error>>;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,8 +26,8 @@ fn main() -> ExitCode {
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
                 Ok(status) if (200..300).contains(&status) => Ok(()),
-                Ok(status) => Err(format!("{url}: unhealthy (HTTP {status})")),
-                Err(e) => Err(e),
+                Ok(status) => Err(format!("{url}: unhealthy (HTTP {status})").into()),
+                Err(e) => Err(e.into()),
             }
         }
     };
@@ -36,11 +40,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &Cli) -> Result<config::Config, String> {
-    config::load(&cli.config_path()).map_err(|e| e.to_string())
+fn load(cli: &Cli) -> Outcome<config::Config> {
+    Ok(config::load(&cli.config_path())?)
 }
 
-fn serve(cli: &Cli, upgrade: bool) -> Result<(), String> {
+fn serve(cli: &Cli, upgrade: bool) -> Outcome {
     let config = load(cli)?;
     run(config, upgrade, Vec::new())
 }
@@ -49,7 +53,7 @@ fn run(
     config: config::Config,
     upgrade: bool,
     extra_services: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
-) -> Result<(), String> {
+) -> Outcome {
     telemetry::init(&config.logging);
     for w in &config.warnings {
         tracing::warn!(target: "portcullis::config", "{w}");
@@ -58,13 +62,13 @@ fn run(
         upgrade,
         extra_services,
     };
-    let built = server::build(Arc::new(config), options).map_err(|e| e.to_string())?;
+    let built = server::build(Arc::new(config), options)?;
     tracing::info!(target: "portcullis::server", "portcullis started");
     built.server.run(pingora::server::RunArgs::default());
     Ok(())
 }
 
-fn check(cli: &Cli) -> Result<(), String> {
+fn check(cli: &Cli) -> Outcome {
     let path = cli.config_path();
     let config = load(cli)?;
     server::preflight(&config)?;
@@ -75,7 +79,7 @@ fn check(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn hash_password(from_stdin: bool) -> Result<(), String> {
+fn hash_password(from_stdin: bool) -> Outcome {
     use std::io::{BufRead, Read};
     let mut password = String::new();
     if from_stdin {
@@ -98,22 +102,21 @@ fn hash_password(from_stdin: bool) -> Result<(), String> {
         return Err(format!(
             "the password is longer than {} bytes",
             portcullis::auth::password::MAX_PASSWORD_LEN
-        ));
+        )
+        .into());
     }
     println!("{}", portcullis::auth::password::hash_password(password));
     Ok(())
 }
 
-fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Result<(), String> {
+fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Outcome {
     let algorithm = match alg {
         "EdDSA" => config::Algorithm::EdDSA,
         "ES256" => config::Algorithm::ES256,
         "RS256" => config::Algorithm::RS256,
         "HS256" => config::Algorithm::HS256,
         other => {
-            return Err(format!(
-                "--alg: expected EdDSA | ES256 | RS256, got {other:?}"
-            ))
+            return Err(format!("--alg: expected EdDSA | ES256 | RS256, got {other:?}").into())
         }
     };
     if kid.is_empty()
@@ -121,9 +124,9 @@ fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     {
-        return Err(format!(
-            "--kid: use letters, digits, '.', '_' and '-' only, got {kid:?}"
-        ));
+        return Err(
+            format!("--kid: use letters, digits, '.', '_' and '-' only, got {kid:?}").into(),
+        );
     }
     let (private, public) = portcullis::tokens::keys::generate(algorithm)?;
     std::fs::create_dir_all(out)
@@ -135,7 +138,8 @@ fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Result<(), String> {
             return Err(format!(
                 "{}: already exists; refusing to overwrite a key",
                 p.display()
-            ));
+            )
+            .into());
         }
     }
     write_private(&private_path, private.as_bytes())?;
@@ -153,7 +157,7 @@ fn keygen(alg: &str, kid: &str, out: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
+fn write_private(path: &std::path::Path, data: &[u8]) -> Outcome {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -163,10 +167,11 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     f.write_all(data)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
 }
 
-fn run_demo(port: u16) -> Result<(), String> {
+fn run_demo(port: u16) -> Outcome {
     let upstream = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("demo: cannot find a free port for the demo upstream: {e}"))?;
@@ -174,8 +179,7 @@ fn run_demo(port: u16) -> Result<(), String> {
     let text = demo::demo_config(port, upstream.port());
     let config = config::parse(&text, "demo".as_ref(), ".".as_ref(), |n| {
         std::env::var(n).ok()
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     println!("portcullis demo");
     println!("  open:      http://127.0.0.1:{port}/");
     println!("  sign in:   {} / {password}", demo::DEMO_EMAIL);

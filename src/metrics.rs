@@ -120,18 +120,22 @@ impl RouteSeries {
     }
 }
 
+/// Gauges read at scrape time rather than kept current (upstream peer health).
+pub trait ScrapeGauges: Send + Sync {
+    fn refresh(&self, metrics: &Metrics);
+}
+
 /// The metrics listener's app: `GET /metrics` (any path) answers the text format.
 pub struct MetricsApp {
-    pub state: Arc<crate::gateway::AppState>,
+    pub metrics: Arc<Metrics>,
+    pub gauges: Arc<dyn ScrapeGauges>,
 }
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, _session: &mut ServerSession) -> Response<Vec<u8>> {
-        self.state
-            .upstreams
-            .refresh_health_gauges(&self.state.metrics);
-        let body = self.state.metrics.render();
+        self.gauges.refresh(&self.metrics);
+        let body = self.metrics.render();
         Response::builder()
             .status(200)
             .header("Content-Type", "text/plain; version=0.0.4")

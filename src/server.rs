@@ -56,26 +56,30 @@ pub struct BuildOptions {
 
 /// Checks that need files on disk: TLS certificate and key, signing keys. `check` runs these
 /// too. Returns the loaded keyring.
-pub fn preflight(config: &Config) -> Result<Keyring, String> {
+pub fn preflight(config: &Config) -> Result<Keyring, StartError> {
+    use crate::auth::users::UsersError;
     if let Some(tls) = &config.server.tls {
         check_tls(&config.source, &tls.cert, &tls.key)?;
     }
     let file = config.source.display();
     UserDirectory::load(&config.users_file, config.users_file_required).map_err(|e| {
-        if e.starts_with("users.file") {
-            format!("{file}: {e}")
-        } else {
-            e
-        }
+        StartError::Invalid(match e {
+            UsersError::Unreadable { .. } => format!("{file}: {e}"),
+            UsersError::Invalid { .. } => e.to_string(),
+        })
     })?;
-    Keyring::load(&config.tokens.signing_keys).map_err(|e| format!("{file}: {e}"))
+    Keyring::load(&config.tokens.signing_keys)
+        .map_err(|e| StartError::Invalid(format!("{file}: {e}")))
 }
 
-fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), StartError> {
     let file = source.display();
     for (k, p) in [("server.tls.cert", cert), ("server.tls.key", key)] {
         if let Err(e) = std::fs::metadata(p) {
-            return Err(format!("{file}: {k}: cannot read {}: {e}", p.display()));
+            return Err(StartError::Invalid(format!(
+                "{file}: {k}: cannot read {}: {e}",
+                p.display()
+            )));
         }
     }
     let loaded =
@@ -83,18 +87,22 @@ fn check_tls(source: &Path, cert: &Path, key: &Path) -> Result<(), String> {
     let (certs, private_key) = match loaded {
         Ok(Some(pair)) => pair,
         _ => {
-            return Err(format!(
+            return Err(StartError::Invalid(format!(
                 "{file}: server.tls: {} must hold a PEM certificate and {} a PEM private key",
                 cert.display(),
                 key.display()
-            ))
+            )))
         }
     };
     pingora::tls::install_default_crypto_provider();
     pingora::tls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, private_key)
-        .map_err(|e| format!("{file}: server.tls: certificate and key do not fit together: {e}"))?;
+        .map_err(|e| {
+            StartError::Invalid(format!(
+                "{file}: server.tls: certificate and key do not fit together: {e}"
+            ))
+        })?;
     Ok(())
 }
 
@@ -215,7 +223,7 @@ fn check_listeners(config: &Config) -> Result<(), StartError> {
 
 /// Wire everything into a Pingora server.
 pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartError> {
-    let keyring = preflight(&config).map_err(StartError::Invalid)?;
+    let keyring = preflight(&config)?;
     if !options.upgrade {
         check_listeners(&config)?;
     }
@@ -350,7 +358,8 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         let mut metrics = Service::new(
             "metrics".to_string(),
             HttpServer::new_app(MetricsApp {
-                state: state.clone(),
+                metrics: state.metrics.clone(),
+                gauges: state.upstreams.clone(),
             }),
         );
         metrics.add_tcp(&addr.to_string());

@@ -43,6 +43,27 @@ pub fn clear_all(cfg: &CookiesConfig) -> Vec<HeaderValue> {
     ]
 }
 
+/// Cookies for a freshly issued pair (access, refresh, and the CSRF cookie).
+pub fn session_cookies(
+    state: &super::AuthState,
+    issued: &super::sessions::Issued,
+    csrf: &str,
+) -> Vec<HeaderValue> {
+    let c = &state.config.cookies;
+    let refresh_age = state.sessions.refresh_max_age(&issued.family);
+    vec![
+        set(
+            c,
+            &c.access_name,
+            &issued.access.token,
+            state.tokens.access_ttl(),
+            true,
+        ),
+        set(c, &c.refresh_name, &issued.refresh, refresh_age, true),
+        set(c, &c.csrf_name, csrf, refresh_age, false),
+    ]
+}
+
 /// Constant-time equality of two secrets (length leaks, content does not).
 pub fn secure_eq(a: &str, b: &str) -> bool {
     !a.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))

@@ -5,16 +5,42 @@
 //! into a 302 to the login page (browser navigation) or a 401/403 JSON body (anything else).
 
 pub mod cookies;
+pub mod credential;
+pub mod csrf;
+pub mod login;
 pub mod password;
 pub mod ratelimit;
 pub mod sessions;
 pub mod users;
 
-use crate::config::{AuthMode, Route};
-use crate::gateway::AppState;
-use crate::tokens::access::{IdentityValues, Verified, VerifyError};
+pub use credential::{bearer_token, cookie_value, credential, is_bearer, Credential};
+pub use csrf::{is_cross_site, is_unsafe};
+
+use crate::config::{AuthMode, Config, Route};
+use crate::store::SharedStore;
+use crate::tokens::access::{IdentityValues, TokenService, Verified, VerifyError};
 use pingora::http::RequestHeader;
+use sessions::Sessions;
 use std::sync::Arc;
+
+/// What authenticating a request needs; shared by the proxy and the `/auth` endpoints.
+pub struct AuthState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub tokens: Arc<TokenService>,
+    pub sessions: Arc<Sessions>,
+}
+
+impl AuthState {
+    pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Self {
+        AuthState {
+            store: sessions.store.clone(),
+            tokens: sessions.tokens.clone(),
+            sessions,
+            config,
+        }
+    }
+}
 
 /// The verified identity of a request: the access token's claims, shared with the cache.
 pub type Identity = Arc<Verified>;
@@ -87,84 +113,6 @@ pub enum Via {
     Cookie,
 }
 
-/// Credentials found on a request.
-pub enum Credential<'a> {
-    /// The header's bytes: checked as text only when the verified-token cache misses.
-    Bearer(&'a [u8]),
-    Cookie(&'a str),
-    /// Something unusable: two access cookies, a non-Bearer scheme, bytes that are not text.
-    Ambiguous,
-    None,
-}
-
-impl<'a> Credential<'a> {
-    pub fn token(&self) -> Option<&'a str> {
-        match self {
-            Credential::Bearer(t) => std::str::from_utf8(t).ok(),
-            Credential::Cookie(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-/// `Authorization: Bearer` first, else the access cookie. Never the query string.
-pub fn credential<'a>(req: &'a RequestHeader, access_cookie: &str) -> Credential<'a> {
-    let mut auth = req.headers.get_all(http::header::AUTHORIZATION).iter();
-    if let Some(v) = auth.next() {
-        let bearer = bearer_token(v.as_bytes());
-        if auth.next().is_some() && bearer.is_some() {
-            return Credential::Ambiguous;
-        }
-        match bearer {
-            Some(Some(token)) => return Credential::Bearer(token),
-            Some(None) => return Credential::Ambiguous,
-            // Another scheme (Basic for the legacy app itself): not ours, the cookie decides.
-            None => {}
-        }
-    }
-    match cookie_value(req, access_cookie) {
-        None => Credential::None,
-        Some(Some(v)) => Credential::Cookie(v),
-        Some(None) => Credential::Ambiguous,
-    }
-}
-
-/// Is this `Authorization` value of the Bearer scheme? Such a header is ours, never the
-/// application's, whatever follows the scheme.
-pub fn is_bearer(value: &[u8]) -> bool {
-    let scheme = value.split(|&b| b == b' ').next().unwrap_or(value);
-    scheme.eq_ignore_ascii_case(b"bearer")
-}
-
-/// `None`: not a Bearer credential; `Some(None)`: Bearer but empty; `Some(Some(t))`. Bytes
-/// that are not text are refused by verification (they can never be in the token cache).
-pub fn bearer_token(value: &[u8]) -> Option<Option<&[u8]>> {
-    if !is_bearer(value) {
-        return None;
-    }
-    let token = value.get("bearer ".len()..).unwrap_or_default();
-    Some(Some(token).filter(|t| !t.is_empty()))
-}
-
-/// The value of cookie `name`: `None` when absent, `Some(None)` when sent more than once
-/// (cookie tossing: which one is real cannot be known).
-pub fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<Option<&'a str>> {
-    let mut found = None;
-    for v in req.headers.get_all(http::header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for pair in s.split(';') {
-            let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
-            if k.trim() == name {
-                if found.is_some() {
-                    return Some(None);
-                }
-                found = Some(val.trim().trim_matches('"'));
-            }
-        }
-    }
-    found.map(Some)
-}
-
 /// Map a verification error to the documented failure code.
 pub fn failure_for(e: VerifyError) -> Failure {
     match e {
@@ -174,35 +122,19 @@ pub fn failure_for(e: VerifyError) -> Failure {
     }
 }
 
-/// Unsafe methods: every method but the safe ones (RFC 9110 section 9.2.1), so WebDAV's
-/// `PROPPATCH`, `MOVE`, `LOCK` and any extension method count as state-changing.
-pub fn is_unsafe(method: &http::Method) -> bool {
-    !matches!(
-        *method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-    )
-}
-
-/// A cookie-authenticated unsafe request that may come from another site: Fetch Metadata
-/// other than `same-origin` or `none` (a same-site subdomain is another origin), or an `Origin`
-/// other than `public_url`, whatever Fetch Metadata says.
-pub fn is_cross_site(req: &RequestHeader, public_url: &str) -> bool {
-    if !is_unsafe(&req.method) {
-        return false;
+/// The identity behind a request's access token (Bearer or cookie), without a transparent
+/// refresh: for the endpoints that act on the caller's own session.
+pub async fn verify_request(state: &AuthState, req: &RequestHeader) -> Result<Identity, Failure> {
+    match credential(req, &state.config.cookies.access_name) {
+        Credential::None => Err(Failure::TokenRequired),
+        Credential::Ambiguous => Err(Failure::InvalidToken),
+        Credential::Bearer(t) => state.tokens.verify(t).await.map_err(failure_for),
+        Credential::Cookie(t) => state.tokens.verify(t).await.map_err(failure_for),
     }
-    if let Some(site) = req.headers.get("sec-fetch-site") {
-        let b = site.as_bytes();
-        if !(b.eq_ignore_ascii_case(b"same-origin") || b.eq_ignore_ascii_case(b"none")) {
-            return true;
-        }
-    }
-    req.headers
-        .get(http::header::ORIGIN)
-        .is_some_and(|o| !o.as_bytes().eq_ignore_ascii_case(public_url.as_bytes()))
 }
 
 fn admit(
-    state: &AppState,
+    state: &AuthState,
     req: &RequestHeader,
     route: &Route,
     identity: Identity,
@@ -222,7 +154,7 @@ fn admit(
 /// Decide whether `req` may pass `route`. Returns the decision and cookies to set on the
 /// response (a transparent refresh's new cookies, or cleared ones after a failed refresh).
 pub async fn authenticate(
-    state: &AppState,
+    state: &AuthState,
     req: &RequestHeader,
     route: &Route,
 ) -> (Decision, Vec<http::HeaderValue>) {
@@ -272,12 +204,12 @@ pub async fn authenticate(
                 .flatten()
                 .map(str::to_string)
                 .unwrap_or_else(|| crate::tokens::access::random_id(32));
-            let cookies = crate::routes::session_routes::session_cookies(state, &issued, &csrf);
+            let cookies = cookies::session_cookies(state, &issued, &csrf);
             (admit(state, req, route, identity, Via::Cookie), cookies)
         }
         // The store did not answer: the session may be fine, so it is kept (503, no cookie
         // cleared) rather than ended by a hiccup.
-        Err(crate::auth::sessions::SharedRefreshError::Unavailable) => {
+        Err(sessions::SharedRefreshError::Unavailable) => {
             (Decision::Deny(Failure::Unavailable), Vec::new())
         }
         Err(_) => (Decision::Deny(failure), cookies::clear_all(c)),
@@ -296,101 +228,4 @@ pub fn is_navigation(req: &RequestHeader) -> bool {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unsafe_methods_and_cross_site_requests() {
-        for m in [
-            "POST",
-            "PUT",
-            "PATCH",
-            "DELETE",
-            "PROPPATCH",
-            "MOVE",
-            "COPY",
-            "LOCK",
-            "MKCOL",
-            "PURGE",
-        ] {
-            assert!(
-                is_unsafe(&http::Method::from_bytes(m.as_bytes()).unwrap()),
-                "{m}"
-            );
-        }
-        for m in ["GET", "HEAD", "OPTIONS", "TRACE"] {
-            assert!(
-                !is_unsafe(&http::Method::from_bytes(m.as_bytes()).unwrap()),
-                "{m}"
-            );
-        }
-        let public = "https://app.example.com";
-        let req = |method: &str, headers: &[(&str, &str)]| {
-            let mut r = RequestHeader::build(method, b"/x", None).unwrap();
-            for (k, v) in headers {
-                r.append_header(k.to_string(), *v).unwrap();
-            }
-            r
-        };
-        let cross = [
-            req("POST", &[("Sec-Fetch-Site", "cross-site")]),
-            req("POST", &[("Sec-Fetch-Site", "same-site")]),
-            req("MOVE", &[("Sec-Fetch-Site", "same-site")]),
-            req(
-                "POST",
-                &[
-                    ("Sec-Fetch-Site", "same-origin"),
-                    ("Origin", "https://evil.example"),
-                ],
-            ),
-            req("PROPPATCH", &[("Origin", "https://app.example.com.evil")]),
-            req("POST", &[("Origin", "null")]),
-        ];
-        for r in &cross {
-            assert!(is_cross_site(r, public), "{:?}", r.headers);
-        }
-        let same = [
-            req(
-                "POST",
-                &[
-                    ("Sec-Fetch-Site", "same-origin"),
-                    ("Origin", "https://app.example.com"),
-                ],
-            ),
-            req("POST", &[("Sec-Fetch-Site", "none")]),
-            req("DELETE", &[]),
-            req("GET", &[("Sec-Fetch-Site", "cross-site")]),
-        ];
-        for r in &same {
-            assert!(!is_cross_site(r, public), "{:?}", r.headers);
-        }
-    }
-
-    #[test]
-    fn bearer_scheme_is_read_from_bytes() {
-        assert_eq!(bearer_token(b"Bearer abc.def"), Some(Some(&b"abc.def"[..])));
-        assert_eq!(bearer_token(b"bEaReR abc"), Some(Some(&b"abc"[..])));
-        // Ours but unusable: refused, never passed to the application.
-        assert_eq!(bearer_token(b"Bearer"), Some(None));
-        assert_eq!(bearer_token(b"Bearer "), Some(None));
-        // Not text: ours, and left to verification to refuse (tested there).
-        assert_eq!(
-            bearer_token(b"Bearer \xff\xfe"),
-            Some(Some(&b"\xff\xfe"[..]))
-        );
-        assert!(is_bearer(b"Bearer \xff\xfe"));
-        // Another scheme is the application's.
-        for other in [
-            &b"Basic dXNlcjpwYXNz"[..],
-            b"Bearerx abc",
-            b"\xffBearer abc",
-            b"",
-        ] {
-            assert_eq!(bearer_token(other), None);
-            assert!(!is_bearer(other));
-        }
-    }
 }

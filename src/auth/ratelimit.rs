@@ -57,17 +57,6 @@ impl RateLimiter {
         }
     }
 
-    /// `Err(retry_after)` when over the limit, counted in `store` when it shares windows.
-    pub async fn check_shared(
-        &self,
-        store: &dyn TokenStore,
-        key: &str,
-        rate: Rate,
-        now: u64,
-    ) -> Result<Result<(), u64>, StoreError> {
-        self.shared(store, key, rate, now, false).await
-    }
-
     /// Record one event, in `store` when it shares windows.
     pub async fn hit_shared(
         &self,
@@ -85,19 +74,9 @@ impl RateLimiter {
         }
     }
 
-    /// Record an event and refuse it when over the limit, in `store` when it shares windows.
-    pub async fn hit_and_check_shared(
-        &self,
-        store: &dyn TokenStore,
-        key: &str,
-        rate: Rate,
-        now: u64,
-    ) -> Result<Result<(), u64>, StoreError> {
-        self.shared(store, key, rate, now, true).await
-    }
-
-    /// Check (and with `record`, count) in `store` when it shares windows, else locally.
-    async fn shared(
+    /// `Err(retry_after)` when over the limit; with `record`, the event counts first. In
+    /// `store` when it shares windows, else in this process.
+    pub async fn shared(
         &self,
         store: &dyn TokenStore,
         key: &str,

@@ -52,7 +52,7 @@ pub enum RefreshError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot issue: {0}")]
-    Issue(String),
+    Issue(#[from] crate::tokens::access::IssueError),
 }
 
 pub struct Sessions {
@@ -130,7 +130,11 @@ impl Sessions {
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
-    fn issue_access(&self, user: &User, sid: &str) -> Result<IssuedAccess, String> {
+    fn issue_access(
+        &self,
+        user: &User,
+        sid: &str,
+    ) -> Result<IssuedAccess, crate::tokens::access::IssueError> {
         self.tokens.issue(
             &Subject {
                 sub: &user.id,
@@ -317,16 +321,14 @@ pub struct Pruner(pub Arc<Sessions>);
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Pruner {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                _ = shutdown.changed() => return,
-            }
+        let minute = std::time::Duration::from_secs(60);
+        crate::clock::every(minute, &mut shutdown, || async {
             let now = self.0.now();
             self.0.tokens.revocations.prune(now);
             if let Err(e) = self.0.store.prune(now).await {
                 tracing::warn!(target: "portcullis::store", error = %e, "prune failed");
             }
-        }
+        })
+        .await
     }
 }

@@ -4,10 +4,12 @@
 use super::wire_name::{set_response, X_REQUEST_ID};
 use super::{cors, security_headers};
 use super::{AppState, RequestCtx};
-use crate::respond::{spelled, LocalResponse};
+use crate::respond::{self, spelled, BodyError, LocalResponse};
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
 
 /// The headers every answer the gateway writes itself gets, like a proxied one would in
 /// `response_filter`: the security headers of its route (or the global ones), and the CORS
@@ -53,4 +55,56 @@ pub async fn send(
         session.write_response_body(Some(resp.body), true).await?;
     }
     Ok(true)
+}
+
+/// Read the whole request body, refusing more than `limit` bytes (checked against
+/// `Content-Length` first, then while reading a chunked body).
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
+    }
+}
+
+/// The status for a request Pingora could not proxy (0: the client is gone, nothing to
+/// answer), and the answer when none was written yet.
+pub async fn fail_to_proxy(
+    s: &AppState,
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+) -> u16 {
+    let code = match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    };
+    if code > 0 && session.response_written().is_none() {
+        let _ = send(session, ctx, s, respond::proxy_failure(code)).await;
+    }
+    code
 }

@@ -1,4 +1,4 @@
-//! Route matching on the canonical path and host (`canonical.rs`): the form that is both
+//! Route matching on the canonical path and host (`canonical/`): the form that is both
 //! matched and forwarded upstream.
 
 use crate::config::Route;

@@ -121,3 +121,9 @@ impl Upstreams {
         }
     }
 }
+
+impl crate::metrics::ScrapeGauges for Upstreams {
+    fn refresh(&self, metrics: &Metrics) {
+        self.refresh_health_gauges(metrics);
+    }
+}

@@ -1,98 +1,121 @@
-//! `/auth/*`: the endpoints the gateway answers itself.
+//! `/auth/*`: the endpoints the gateway answers itself, one file per endpoint family, and
+//! the opening they share (content type, CSRF, who is calling). Each endpoint takes the
+//! request head and its (small, already read) body and returns the answer; the gateway
+//! writes it.
 //!
+//! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
-//! - `session_routes.rs`: login (JSON and form), refresh, logout, logout-all, session
+//! - `refresh.rs`, `logout.rs` (logout and logout-all), `session.rs`, `jwks.rs`
 
+pub mod jwks;
+pub mod login;
 pub mod login_page;
-pub mod session_routes;
+pub mod logout;
+pub mod refresh;
+pub mod session;
 
-use crate::gateway::answer::send;
-use crate::gateway::{AppState, RequestCtx};
-use crate::respond::LocalResponse;
-use bytes::{Bytes, BytesMut};
-use http::header::ALLOW;
+use crate::auth::cookies::csrf_header_ok;
+use crate::auth::login::PasswordLogin;
+use crate::auth::{cookie_value, credential, AuthState, Credential};
+use crate::respond::{self, LocalResponse};
+use http::header::SET_COOKIE;
 use http::{HeaderValue, Method};
-use pingora::proxy::Session;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
 
-/// Why a request body could not be read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BodyError {
-    TooLarge,
-    Unreadable,
+/// What the endpoints need.
+pub struct Endpoints {
+    pub auth: Arc<AuthState>,
+    pub login: PasswordLogin,
 }
 
-/// Read the whole request body, refusing more than `limit` bytes (checked against
-/// `Content-Length` first, then while reading a chunked body).
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut buf = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(_) => return Err(BodyError::Unreadable),
-        }
-    }
-}
-
-fn method_not_allowed(allow: &'static str) -> LocalResponse {
-    LocalResponse::error(405, "method_not_allowed", "method not allowed")
-        .header(ALLOW, HeaderValue::from_static(allow))
+/// One call to an endpoint: the request head, its body, and who sent it (the client
+/// address, or `unknown`; rate limits and audit lines key on it).
+pub struct Call<'a> {
+    pub req: &'a RequestHeader,
+    pub body: &'a [u8],
+    pub client: &'a str,
 }
 
 /// Answer a request under `/auth/`.
-pub async fn handle(
-    state: &AppState,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    path: &str,
-) -> pingora::Result<bool> {
-    // A CORS preflight under the top-level `cors` block: answered before any endpoint logic.
-    if let Some(r) = state.cors.preflight(None, session.req_header()) {
-        return send(session, ctx, state, r.no_store()).await;
+pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalResponse {
+    let method = &call.req.method;
+    let resp = match (path, method) {
+        ("/auth/login", &Method::GET) => login::page(ep, call.req),
+        ("/auth/login", &Method::POST) => login::login(ep, call).await,
+        ("/auth/login", _) => respond::method_not_allowed("GET, POST"),
+        ("/auth/refresh", &Method::POST) => json(call, refresh::refresh(ep, call)).await,
+        ("/auth/logout", &Method::POST) => json(call, logout::logout(ep, call)).await,
+        ("/auth/logout-all", &Method::POST) => json(call, logout::logout_all(ep, call)).await,
+        ("/auth/refresh" | "/auth/logout" | "/auth/logout-all", _) => {
+            respond::method_not_allowed("POST")
+        }
+        ("/auth/session", &Method::GET) => session::info(ep, call.req).await,
+        ("/auth/session", _) => respond::method_not_allowed("GET"),
+        _ => respond::not_found("no such endpoint"),
+    };
+    resp.no_store()
+}
+
+fn media_type(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// JSON endpoints refuse simple content types (a cross-site form can send those without a
+/// preflight): a body, or a declared type, must be JSON.
+fn json_or_empty(call: &Call<'_>) -> Result<(), LocalResponse> {
+    match media_type(call.req) {
+        None if call.body.is_empty() => Ok(()),
+        Some(t) if t == "application/json" || t.ends_with("+json") => Ok(()),
+        _ => Err(respond::unsupported_media_type("send application/json")),
     }
-    // Every endpoint here reads at most a small body: refuse big ones before anything else.
-    let body = match read_body(session, state.config.limits.max_auth_body_bytes).await {
-        Err(BodyError::TooLarge) => {
-            // The rest of the body is never read: do not reuse the connection.
-            session.set_keepalive(None);
-            let r = LocalResponse::error(413, "payload_too_large", "the request body is too large");
-            return send(session, ctx, state, r.no_store()).await;
+}
+
+/// A JSON endpoint: answered by `endpoint` once the body passed [`json_or_empty`].
+async fn json(
+    call: &Call<'_>,
+    endpoint: impl std::future::Future<Output = LocalResponse>,
+) -> LocalResponse {
+    match json_or_empty(call) {
+        Ok(()) => endpoint.await,
+        Err(r) => r,
+    }
+}
+
+/// Is this request authenticated by our cookies (so CSRF applies)?
+fn cookie_authenticated(ep: &Endpoints, req: &RequestHeader) -> bool {
+    let c = &ep.auth.config.cookies;
+    match credential(req, &c.access_name) {
+        Credential::Bearer(_) => false,
+        _ => {
+            cookie_value(req, &c.access_name).is_some()
+                || cookie_value(req, &c.refresh_name).is_some()
         }
-        Err(BodyError::Unreadable) => {
-            let r = LocalResponse::error(400, "bad_request", "the request body could not be read");
-            return send(session, ctx, state, r.no_store()).await;
-        }
-        Ok(body) => body,
-    };
-    let method = session.req_header().method.clone();
-    let req = session.req_header();
-    let resp = match (path, &method) {
-        ("/auth/login", &Method::GET) => session_routes::login_page(state, req, ctx),
-        ("/auth/login", &Method::POST) => session_routes::login(state, req, ctx, &body).await,
-        ("/auth/login", _) => method_not_allowed("GET, POST"),
-        ("/auth/refresh", &Method::POST) => session_routes::refresh(state, req, ctx, &body).await,
-        ("/auth/logout", &Method::POST) => session_routes::logout(state, req, ctx, &body).await,
-        ("/auth/logout-all", &Method::POST) => {
-            session_routes::logout_all(state, req, ctx, &body).await
-        }
-        ("/auth/refresh" | "/auth/logout" | "/auth/logout-all", _) => method_not_allowed("POST"),
-        ("/auth/session", &Method::GET) => session_routes::session_info(state, req).await,
-        ("/auth/session", _) => method_not_allowed("GET"),
-        _ => LocalResponse::error(404, "not_found", "no such endpoint"),
-    };
-    send(session, ctx, state, resp.no_store()).await
+    }
+}
+
+/// The CSRF double-submit check of a cookie-authenticated call: `X-CSRF-Token` must match
+/// the CSRF cookie. A refusal is audited.
+fn check_csrf(ep: &Endpoints, call: &Call<'_>, endpoint: &str) -> Result<(), LocalResponse> {
+    if csrf_header_ok(call.req, &ep.auth.config.cookies) {
+        return Ok(());
+    }
+    tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint, client_ip = %call.client);
+    Err(respond::csrf("missing or wrong X-CSRF-Token header"))
+}
+
+fn with_cookies(mut r: LocalResponse, cookies: Vec<HeaderValue>) -> LocalResponse {
+    for c in cookies {
+        r.headers.push((SET_COOKIE, c));
+    }
+    r
 }

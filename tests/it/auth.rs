@@ -798,3 +798,59 @@ fn hash_password_cli() {
         .verify_password(b"s3cret pw", &h)
         .is_ok());
 }
+
+/// Every 401 the gateway answers itself carries a `WWW-Authenticate` challenge: each `/auth`
+/// endpoint that can refuse with 401, and the proxy in front of a protected route.
+#[test]
+fn every_local_401_carries_a_challenge() {
+    let up = Upstream::start();
+    let gw = auth_gateway("", &up);
+    let json = [("Content-Type", "application/json")];
+    let bad_bearer = [("Authorization", "Bearer not-a-token")];
+    let cases: Vec<(&str, Resp)> = vec![
+        (
+            "login with a wrong password",
+            login_json(&gw, "alice@example.com", "wrong password"),
+        ),
+        (
+            "refresh without a refresh cookie",
+            post(&gw.url("/auth/refresh"), &json, b""),
+        ),
+        (
+            "logout-all without a token",
+            post(&gw.url("/auth/logout-all"), &json, b""),
+        ),
+        (
+            "logout-all with a bad token",
+            post(&gw.url("/auth/logout-all"), &bad_bearer, b""),
+        ),
+        (
+            "session without a token",
+            get(&gw.url("/auth/session"), &[]),
+        ),
+        (
+            "session with a bad token",
+            get(&gw.url("/auth/session"), &bad_bearer),
+        ),
+        ("proxy without a token", get(&gw.url("/app"), &[])),
+        ("proxy with a bad token", get(&gw.url("/app"), &bad_bearer)),
+    ];
+    for (what, r) in cases {
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        let challenge = r.header("www-authenticate");
+        assert!(
+            challenge
+                .as_deref()
+                .is_some_and(|c| c.starts_with("Bearer")),
+            "{what}: WWW-Authenticate {challenge:?}"
+        );
+        if what.contains("bad token") {
+            assert_eq!(
+                challenge.as_deref(),
+                Some("Bearer error=\"invalid_token\""),
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(up.count(), 0, "nothing reached the application");
+}
