@@ -1,7 +1,9 @@
 //! The one place where decisions and errors become HTTP answers: status, the documented JSON
 //! error shape (`{"error", "message"}`), and headers such as `WWW-Authenticate`. Nothing here
 //! writes to a connection (the gateway does, adding security and CORS headers); nothing here
-//! names the server.
+//! names the server. Browser navigations get the pages of [`pages`] instead of JSON.
+
+pub mod pages;
 
 use crate::auth::login::LoginFailure;
 use crate::auth::sessions::RefreshError;
@@ -91,18 +93,36 @@ pub fn login_url(path_and_query: &str) -> String {
     format!("/auth/login?return_to={encoded}")
 }
 
-/// An authentication failure on a protected route: 302 to the login page for a browser
-/// navigation, JSON otherwise (401 with the login URL, 403, or 503).
+/// An authentication failure on a protected route. A browser navigation gets what a person
+/// can act on: 302 to the login page, or a small HTML page when signing in again would not
+/// help (a missing role, a cross-site request) or when the session was ended on purpose.
+/// Other clients get JSON (401 with the login URL, 403, or 503). The status is the same
+/// either way.
 pub fn failure(failure: Failure, req: &RequestHeader) -> LocalResponse {
-    if failure == Failure::Forbidden || failure == Failure::Csrf {
-        return LocalResponse::error(403, failure.code(), failure.message());
-    }
-    if failure == Failure::Unavailable {
-        return LocalResponse::error(503, failure.code(), failure.message());
+    let navigation = is_navigation(req);
+    match failure {
+        Failure::Forbidden if navigation => return LocalResponse::html(403, pages::forbidden()),
+        Failure::Csrf if navigation => {
+            return LocalResponse::html(
+                403,
+                pages::cross_site("This request came from another site and was refused."),
+            )
+        }
+        Failure::Forbidden | Failure::Csrf => {
+            return LocalResponse::error(403, failure.code(), failure.message())
+        }
+        Failure::Unavailable => {
+            return LocalResponse::error(503, failure.code(), failure.message())
+        }
+        _ => {}
     }
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let login = login_url(pq);
-    if is_navigation(req) {
+    if navigation && failure == Failure::TokenRevoked {
+        return LocalResponse::html(401, pages::session_ended(&login))
+            .header(WWW_AUTHENTICATE, challenge(failure.token_presented()));
+    }
+    if navigation {
         let mut r = LocalResponse::new(302, "text/plain; charset=utf-8", "");
         if let Ok(v) = HeaderValue::from_str(&login) {
             r = r.header(LOCATION, v);
@@ -261,5 +281,52 @@ mod tests {
         ] {
             assert_eq!(spelled(&name), wire);
         }
+    }
+
+    fn request(method: &str, headers: &[(&'static str, &'static str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(method, b"/app?x=1", None).unwrap();
+        for (k, v) in headers {
+            req.insert_header(*k, *v).unwrap();
+        }
+        req
+    }
+
+    fn is_html(r: &LocalResponse) -> bool {
+        r.headers
+            .iter()
+            .any(|(k, v)| k == CONTENT_TYPE && v.as_bytes().starts_with(b"text/html"))
+    }
+
+    #[test]
+    fn navigations_get_pages_and_other_clients_json_with_the_same_status() {
+        let nav = request("GET", &[("sec-fetch-mode", "navigate")]);
+        let api = request("GET", &[("accept", "application/json")]);
+        for (f, status) in [(Failure::Forbidden, 403), (Failure::Csrf, 403)] {
+            let page = failure(f, &nav);
+            assert_eq!((page.status, is_html(&page)), (status, true), "{f:?}");
+            let data = failure(f, &api);
+            assert_eq!((data.status, is_html(&data)), (status, false), "{f:?}");
+        }
+        let ended = failure(
+            Failure::TokenRevoked,
+            &request("GET", &[("accept", "text/html")]),
+        );
+        assert_eq!((ended.status, is_html(&ended)), (401, true));
+        let body = String::from_utf8_lossy(&ended.body).into_owned();
+        assert!(
+            body.contains("/auth/login?return_to=%2Fapp%3Fx%3D1"),
+            "{body}"
+        );
+        assert!(ended.headers.iter().any(|(k, _)| k == WWW_AUTHENTICATE));
+        assert_eq!(failure(Failure::TokenRevoked, &api).status, 401);
+        assert!(!is_html(&failure(Failure::TokenRevoked, &api)));
+        for f in [
+            Failure::TokenExpired,
+            Failure::TokenRequired,
+            Failure::InvalidToken,
+        ] {
+            assert_eq!(failure(f, &nav).status, 302, "{f:?}");
+        }
+        assert_eq!(failure(Failure::Unavailable, &nav).status, 503);
     }
 }

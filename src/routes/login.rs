@@ -1,9 +1,9 @@
 //! `GET /auth/login` (the form) and `POST /auth/login` (JSON, or the form posted back).
 
-use super::login_page::{render, safe_return_to};
+use super::login_page::{page_csrf, render, safe_return_to};
 use super::{media_type, with_cookies, Call, Endpoints};
 use crate::auth::cookie_value;
-use crate::auth::cookies::{self, secure_eq, session_cookies};
+use crate::auth::cookies::{secure_eq, session_cookies};
 use crate::auth::login::{password_login, LoginFailure};
 use crate::respond::{self, LocalResponse};
 use crate::tokens::access::random_id;
@@ -41,30 +41,10 @@ fn page_response(
     error: Option<&str>,
     email: &str,
 ) -> LocalResponse {
-    let config = &ep.auth.config;
-    let c = &config.cookies;
-    let (csrf, set) = match cookie_value(req, &c.csrf_name) {
-        Some(Some(v))
-            if v.len() >= 32
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            (v.to_string(), false)
-        }
-        _ => (random_id(32), true),
-    };
+    let (csrf, set) = page_csrf(ep, req);
     let mut r = LocalResponse::html(status, render(&csrf, return_to, error, email));
-    if set {
-        r = r.header(
-            SET_COOKIE,
-            cookies::set(
-                c,
-                &c.csrf_name,
-                &csrf,
-                config.tokens.session_max_lifetime.as_secs(),
-                false,
-            ),
-        );
+    if let Some(set) = set {
+        r = r.header(SET_COOKIE, set);
     }
     r
 }

@@ -1,37 +1,70 @@
 //! The HTML login page: no external assets, works under the default CSP (inline style only),
-//! carries its own CSRF token (login CSRF) and the `return_to` it came with.
+//! carries its own CSRF token (login CSRF) and the `return_to` it came with. The CSRF token
+//! and `return_to` handling here serve every form page of `/auth/*`.
 
+use super::Endpoints;
+use crate::auth::cookie_value;
+use crate::auth::cookies;
 use crate::demo::escape_html;
+use crate::respond::pages::document;
+use crate::tokens::access::random_id;
+use http::HeaderValue;
+use pingora::http::RequestHeader;
 
 /// Render the page. `csrf` goes into the hidden field; `error` is shown above the form.
 pub fn render(csrf: &str, return_to: &str, error: Option<&str>, email: &str) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e)))
         .unwrap_or_default();
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in</title>
-<style>
-body{{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}}
-main{{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);width:20rem}}
-label{{display:block;margin:.8rem 0 .3rem}}input[type=email],input[type=password]{{width:100%;padding:.5rem;box-sizing:border-box}}
-button{{margin-top:1.2rem;width:100%;padding:.6rem;background:#1f5fbf;color:#fff;border:0;border-radius:4px;font-size:1rem}}
-.error{{color:#a40000;background:#fde8e8;padding:.5rem;border-radius:4px}}
-</style></head>
-<body><main><h1>Sign in</h1>{error}
+    document(
+        "Sign in",
+        &format!(
+            r#"<h1>Sign in</h1>{error}
 <form method="post" action="/auth/login" id="login">
 <input type="hidden" name="csrf" value="{csrf}">
 <input type="hidden" name="return_to" value="{return_to}">
 <label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required value="{email}">
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
-</form></main></body></html>
-"#,
-        csrf = escape_html(csrf),
-        return_to = escape_html(return_to),
-        email = escape_html(email),
+</form>"#,
+            csrf = escape_html(csrf),
+            return_to = escape_html(return_to),
+            email = escape_html(email),
+        ),
     )
+}
+
+/// The CSRF token a page's form carries: the CSRF cookie's when it looks like one of ours,
+/// else a new one, returned with the `Set-Cookie` that makes the browser hold it (a form
+/// post is checked against the cookie).
+pub fn page_csrf(ep: &Endpoints, req: &RequestHeader) -> (String, Option<HeaderValue>) {
+    let config = &ep.auth.config;
+    let c = &config.cookies;
+    match cookie_value(req, &c.csrf_name) {
+        Some(Some(v))
+            if v.len() >= 32
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            (v.to_string(), None)
+        }
+        _ => {
+            let csrf = random_id(32);
+            let max_age = config.tokens.session_max_lifetime.as_secs();
+            let set = cookies::set(c, &c.csrf_name, &csrf, max_age, false);
+            (csrf, Some(set))
+        }
+    }
+}
+
+/// The `return_to` of a page's query, made safe.
+pub fn query_return_to(req: &RequestHeader) -> String {
+    let found = req.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "return_to")
+            .map(|(_, v)| v.into_owned())
+    });
+    safe_return_to(found.as_deref().unwrap_or("/"))
 }
 
 /// A same-origin relative path, or `/`. Refuses `//host`, `/\host`, schemes and control bytes.

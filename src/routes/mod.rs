@@ -5,7 +5,8 @@
 //!
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
-//! - `refresh.rs`, `logout.rs` (logout and logout-all), `session.rs`, `jwks.rs`
+//! - `refresh.rs`, `logout.rs` (logout: JSON, the sign-out page and its form; logout-all),
+//!   `session.rs`, `jwks.rs`
 
 pub mod jwks;
 pub mod login;
@@ -45,11 +46,13 @@ pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalRespons
         ("/auth/login", &Method::POST) => login::login(ep, call).await,
         ("/auth/login", _) => respond::method_not_allowed("GET, POST"),
         ("/auth/refresh", &Method::POST) => json(call, refresh::refresh(ep, call)).await,
+        ("/auth/logout", &Method::GET) => logout::page(ep, call.req),
+        // The sign-out form posts a form body, which the JSON opening refuses.
+        ("/auth/logout", &Method::POST) if is_form(call.req) => logout::logout_form(ep, call).await,
         ("/auth/logout", &Method::POST) => json(call, logout::logout(ep, call)).await,
+        ("/auth/logout", _) => respond::method_not_allowed("GET, POST"),
         ("/auth/logout-all", &Method::POST) => json(call, logout::logout_all(ep, call)).await,
-        ("/auth/refresh" | "/auth/logout" | "/auth/logout-all", _) => {
-            respond::method_not_allowed("POST")
-        }
+        ("/auth/refresh" | "/auth/logout-all", _) => respond::method_not_allowed("POST"),
         ("/auth/session", &Method::GET) => session::info(ep, call.req).await,
         ("/auth/session", _) => respond::method_not_allowed("GET"),
         _ => respond::not_found("no such endpoint"),
@@ -68,6 +71,11 @@ fn media_type(req: &RequestHeader) -> Option<String> {
                 .trim()
                 .to_ascii_lowercase()
         })
+}
+
+/// Is the body an HTML form post?
+fn is_form(req: &RequestHeader) -> bool {
+    media_type(req).as_deref() == Some("application/x-www-form-urlencoded")
 }
 
 /// JSON endpoints refuse simple content types (a cross-site form can send those without a
