@@ -52,7 +52,8 @@ pub enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Exit 0 when the gateway answers its liveness probe (Docker HEALTHCHECK).
+    /// Exit 0 when the gateway answers its liveness probe (Docker HEALTHCHECK), over http or
+    /// https (the certificate is not checked: the probe runs on loopback).
     Probe {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,

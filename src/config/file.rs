@@ -55,6 +55,8 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     pub grace_period: Option<String>,
     pub keepalive_timeout: Option<String>,
+    #[serde(default)]
+    pub redirect_http: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// How long an idle client keep-alive connection stays open (whole seconds).
     pub keepalive_timeout: Duration,
+    /// Plain listeners answer 308 to `public_url` (probes excepted), so that users who type
+    /// `http://` end up on HTTPS and no session cookie travels in clear text.
+    pub redirect_http: bool,
 }
 
 #[derive(Debug, Clone)]

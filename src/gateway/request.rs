@@ -1,7 +1,7 @@
 //! The request, from its head to the decision: who is calling, admission (limits, spoofed
-//! headers, the canonical target), the gateway's own answers (probes, JWKS, `/auth`), the
-//! route, the upgrade policy, and authentication. Each step answers the request itself
-//! (`Err(answer)`) or lets it go on.
+//! headers, the canonical target), plain HTTP sent to HTTPS (`server.redirect_http`), the
+//! gateway's own answers (probes, JWKS, `/auth`), the route, the upgrade policy, and
+//! authentication. Each step answers the request itself (`Err(answer)`) or lets it go on.
 
 use super::admit::{self, Refused};
 use super::answer::{read_body, send};
@@ -39,6 +39,11 @@ async fn decide(
         Ok(t) => t,
         Err(answer) => return Ok(Some(answer)),
     };
+    let health = &s.config.health;
+    let probe_path = target.path == health.liveness || target.path == health.readiness;
+    if s.config.server.redirect_http && !ctx.tls && !probe_path {
+        return Ok(Some(https_redirect(&s.config.server.public_url, &target)));
+    }
     let index = match local(s, session, ctx, &target).await? {
         Ok(index) => index,
         Err(answer) => return Ok(Some(answer)),
@@ -97,6 +102,25 @@ fn screen(
         ctx.label = "none";
         admit::refuse_target(e, &session.req_header().method)
     })
+}
+
+/// `server.redirect_http`: the same path and query on `public_url`. 308 rather than 301, so
+/// that a form post stays a post. The path is the canonical one with its `;params` (the route
+/// behind the TLS listener decides on those), never the target as sent: an absolute-form
+/// target must not choose where the client is sent.
+fn https_redirect(public_url: &str, target: &Target) -> LocalResponse {
+    use percent_encoding::{utf8_percent_encode, CONTROLS};
+    let path = target.with_params.as_deref().unwrap_or(&target.path);
+    let mut location = format!("{public_url}{}", utf8_percent_encode(path, CONTROLS));
+    if let Some(q) = &target.query {
+        location.push('?');
+        location.extend(utf8_percent_encode(q, CONTROLS));
+    }
+    match http::HeaderValue::try_from(location) {
+        Ok(v) => LocalResponse::new(308, "text/plain; charset=utf-8", "")
+            .header(http::header::LOCATION, v),
+        Err(_) => respond::bad_request("the request target cannot be redirected"),
+    }
 }
 
 fn refused(ctx: &RequestCtx, e: Refused) -> LocalResponse {
@@ -291,5 +315,35 @@ mod tests {
             let refused = websocket_upgrade(&req(Some(other))).unwrap_err();
             assert_eq!(refused.status, 400, "{other}");
         }
+    }
+
+    #[test]
+    fn https_redirect_keeps_canonical_path_and_query() {
+        let location = |raw: &str| {
+            let target = canonical::parse_target(raw.as_bytes()).unwrap();
+            let r = https_redirect("https://app.example.com", &target);
+            assert_eq!(r.status, 308, "{raw}");
+            let (_, v) = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == http::header::LOCATION)
+                .expect("a Location header");
+            v.to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            location("/some/path?q=1"),
+            "https://app.example.com/some/path?q=1"
+        );
+        assert_eq!(location("/"), "https://app.example.com/");
+        assert_eq!(location("/a/../b//c"), "https://app.example.com/b/c");
+        assert_eq!(
+            location("/a;jsessionid=1/b"),
+            "https://app.example.com/a;jsessionid=1/b"
+        );
+        // The host of an absolute-form target is not where the client goes.
+        assert_eq!(
+            location("http://evil.example/x?y"),
+            "https://app.example.com/x?y"
+        );
     }
 }

@@ -54,6 +54,13 @@ pub(super) fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
         }
     }
     let threads = positive("server.threads", s.threads, 2)?;
+    if s.redirect_http && !public_url.starts_with("https://") {
+        // Plain requests would be sent back to plain HTTP: a redirect loop.
+        return invalid(
+            "server.redirect_http",
+            format!("needs an https:// server.public_url, got {public_url:?}"),
+        );
+    }
     Ok(ServerConfig {
         listen,
         tls,
@@ -70,6 +77,7 @@ pub(super) fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
             &s.keepalive_timeout,
             Duration::from_secs(60),
         )?,
+        redirect_http: s.redirect_http,
     })
 }
 
