@@ -109,7 +109,16 @@ pub fn prepare(data: &Path) -> Result<String, DemoError> {
     if !key.exists() {
         std::fs::create_dir_all(&keys).map_err(written(&keys))?;
         let (private, _) = crate::tokens::keys::generate(crate::config::Algorithm::EdDSA)?;
-        std::fs::write(&key, private).map_err(written(&key))?;
+        // Owner-only, as `keygen` writes keys: `check` warns about a key others can read.
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .and_then(|mut f| f.write_all(private.as_bytes()))
+            .map_err(written(&key))?;
     }
     let password = crate::tokens::access::random_id(12);
     let users = format!(

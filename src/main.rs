@@ -64,7 +64,7 @@ fn run(
     };
     let built = server::build(Arc::new(config), options)?;
     tracing::info!(target: "portcullis::server", "portcullis started");
-    built.server.run(pingora::server::RunArgs::default());
+    built.run();
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use crate::auth::sessions::{Pruner, Sessions};
 use crate::auth::users::{UserDirectory, UsersReloader};
 use crate::config::{Config, StoreConfig};
 use crate::gateway::client_limits;
+use crate::gateway::drain::Drain;
 use crate::gateway::idle::LeanIdle;
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
@@ -43,6 +44,17 @@ pub enum StartError {
 pub struct Built {
     pub server: Server,
     pub state: Arc<AppState>,
+    /// Watches the signals while it runs; SIGTERM ends as soon as nothing is in flight.
+    pub drain: Drain,
+}
+
+impl Built {
+    /// Serve until a signal stops the server.
+    pub fn run(self) {
+        self.server.run(pingora::server::RunArgs {
+            shutdown_signal: Box::new(self.drain),
+        });
+    }
 }
 
 /// Options that are not part of the config file.
@@ -235,6 +247,8 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
 
     let mut conf = ServerConf {
         threads: config.server.threads,
+        // Pingora waits this long after a zero-downtime upgrade's SIGQUIT; SIGTERM is
+        // drained by `Drain`, which ends as soon as nothing is in flight.
         grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         // One single-threaded runtime per worker thread, as nginx runs its workers: about 10%
@@ -323,10 +337,9 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         server.configuration.clone(),
     );
     http.handle_init_modules();
-    let mut proxy = Service::new(
-        "portcullis".to_string(),
-        LeanIdle::new(http, &config, &state.security_headers),
-    );
+    let lean = LeanIdle::new(http, &config, &state.security_headers);
+    let drain = Drain::new(lean.connections(), config.server.grace_period);
+    let mut proxy = Service::new("portcullis".to_string(), lean);
     let l4_buffer = L4BufferSettings::new(
         config.limits.read_buffer_bytes,
         pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE,
@@ -350,7 +363,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
             );
         }
     }
-    server.add_service(proxy);
+    server.add_service(drain.service(proxy));
     for hs in health_services {
         server.add_service(hs);
     }
@@ -368,5 +381,9 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     for extra in options.extra_services {
         server.add_boxed_service(extra);
     }
-    Ok(Built { server, state })
+    Ok(Built {
+        server,
+        state,
+        drain,
+    })
 }

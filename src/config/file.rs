@@ -214,6 +214,7 @@ pub struct CorsFile {
 pub struct HealthFile {
     pub liveness_path: Option<String>,
     pub readiness_path: Option<String>,
+    pub readiness_requires_upstreams: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -181,6 +181,23 @@ mod tests {
     }
 
     #[test]
+    fn readiness_requires_upstreams_defaults_to_none() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(
+            c.health.readiness_requires_upstreams,
+            RequireUpstreams::None
+        );
+        let c = parse_str(&format!(
+            "health: {{ readiness_requires_upstreams: all }}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.health.readiness_requires_upstreams, RequireUpstreams::All);
+        let e = parse_str("health: { readiness_requires_upstreams: some }\n").unwrap_err();
+        assert_eq!(e.key, "health.readiness_requires_upstreams");
+        assert!(e.message.contains("none | any | all"), "{e}");
+    }
+
+    #[test]
     fn hs256_secret_must_be_long() {
         let e = parse_str(
             "tokens:\n  signing_keys:\n    - { kid: a, algorithm: HS256, secret: short }\n",

@@ -31,7 +31,7 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<Route>,
-    pub health: HealthPaths,
+    pub health: Health,
     pub metrics_listen: Option<SocketAddr>,
     pub logging: Logging,
     pub limits: Limits,
@@ -273,10 +273,28 @@ pub struct Cors {
     pub max_age: Duration,
 }
 
+/// The probes: their paths, and what readiness asks of the upstreams.
 #[derive(Debug, Clone)]
-pub struct HealthPaths {
+pub struct Health {
     pub liveness: String,
     pub readiness: String,
+    /// `health.readiness_requires_upstreams`.
+    pub readiness_requires_upstreams: RequireUpstreams,
+}
+
+/// Whether upstream health makes readiness fail. The gateway itself is ready without any
+/// healthy upstream (it still signs users in and answers 503 for the routes it cannot serve),
+/// so by default each upstream's health is only listed: a load balancer that took every
+/// gateway out of rotation because the application was down would turn a partial outage
+/// into a total one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireUpstreams {
+    /// Upstreams never make readiness fail (the default).
+    None,
+    /// Fail when no upstream has a healthy peer.
+    Any,
+    /// Fail when some upstream has no healthy peer.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,6 +54,11 @@ impl<A> LeanIdle<A> {
             connections: ConnectionCap::new(limits.max_connections),
         }
     }
+
+    /// The client connections open now: after SIGTERM, those with a request in flight.
+    pub fn connections(&self) -> Arc<ConnectionCap> {
+        Arc::clone(&self.connections)
+    }
 }
 
 /// Wait until the client starts a request, then read its head. `Gone` also when the client

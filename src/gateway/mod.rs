@@ -13,6 +13,7 @@
 //! - `cors/`: cross-origin policy: preflights answered here, CORS headers on answers
 //! - `upstreams.rs`: upstream groups, health checks, peers with timeouts
 //! - `idle.rs`: idle keep-alive connections wait in a small future, not Pingora's request one
+//! - `drain.rs`: SIGTERM ends as soon as no client connection is left (grace period at most)
 //! - `client_limits/`: the request head's size, header count and deadline, checked while it
 //!   is read (before Pingora); the gateway's own 400/405/408/431; the connection cap
 //! - `canonical/`: the one form of the target and host that routing decides on and the
@@ -25,6 +26,7 @@ pub mod canonical;
 pub mod client_limits;
 pub mod cors;
 pub mod ctx;
+pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod idle;

@@ -170,7 +170,14 @@ async fn probe(s: &AppState, path: &str) -> LocalResponse {
         return crate::health::liveness();
     }
     let issuers = s.auth.tokens.external.failures();
-    crate::health::readiness(s.auth.store.as_ref(), &s.upstream_health(), issuers).await
+    let require = s.config.health.readiness_requires_upstreams;
+    crate::health::readiness(
+        s.auth.store.as_ref(),
+        &s.upstream_health(),
+        require,
+        issuers,
+    )
+    .await
 }
 
 /// `/auth/*`: a CORS preflight under the top-level `cors` block first, then the body (every

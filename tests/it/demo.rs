@@ -34,9 +34,12 @@ fn demo_serves_the_legacy_page_through_the_gateway() {
             banner.push(l);
         }
     }
+    // Ready, and the demo upstream's first health check has passed.
     let ready = loop {
-        if let Ok((200, _)) = raw_get(port, "/readyz") {
-            break true;
+        if let Ok((200, body)) = raw_get(port, "/readyz") {
+            if body.contains("\"healthy_peers\":1") {
+                break true;
+            }
         }
         if Instant::now() > deadline {
             break false;

@@ -14,6 +14,7 @@ mod store_contract {
 
 mod auth;
 mod canonical;
+mod check_warnings;
 mod cli;
 mod cors;
 mod demo;
@@ -23,6 +24,7 @@ mod limits;
 mod logout_page;
 mod protect;
 mod proxy;
+mod readiness;
 mod redis;
 mod sentinel;
 mod shutdown;

@@ -92,7 +92,7 @@ fn upstream_down_then_back_without_restart() {
     let mut up = Upstream::start();
     let addr = up.addr;
     let gw = Gateway::start(&format!(
-        "upstreams:\n  app: {{ addresses: [\"{addr}\"], health_check: {{ path: /health, interval: 1s }} }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n"
+        "health: {{ readiness_requires_upstreams: all }}\nupstreams:\n  app: {{ addresses: [\"{addr}\"], health_check: {{ path: /health, interval: 1s }} }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n"
     ));
     gw.wait_ready_status(200, Duration::from_secs(5));
     up.stop();

@@ -84,3 +84,56 @@ fn sigterm_lets_an_in_flight_request_finish() {
     // New connections are refused once it has gone.
     assert!(raw_get(gw.port, "/healthz").is_err());
 }
+
+/// SIGTERM with a long grace period: the process exits as soon as nothing is in flight, at
+/// once when every connection is idle, and right after the one slow request otherwise.
+#[test]
+fn sigterm_exits_as_soon_as_nothing_is_in_flight() {
+    let up = Upstream::start();
+    let config = public_app(
+        "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  grace_period: 10s\n",
+        &up,
+    );
+
+    // Nothing in flight; one idle keep-alive connection.
+    let mut gw = Gateway::start(&config);
+    let mut idle = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET /idle HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle).unwrap().0, 200);
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(2));
+    assert!(status.success(), "clean exit: {status}");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(2), "idle exit took {took:?}");
+
+    // One request of 1.5 s in flight.
+    let mut gw = Gateway::start(&config);
+    let before = up.count();
+    let url = gw.url("/slow?ms=1500");
+    let slow = std::thread::spawn(move || get(&url, &[]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.count() == before {
+        assert!(Instant::now() < deadline, "slow request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let r = slow.join().unwrap();
+    let answered = signalled.elapsed();
+    assert_eq!(r.status, 200, "in-flight request completed: {}", r.body);
+    let status = gw.wait_exit(Duration::from_secs(5));
+    let exited = signalled.elapsed();
+    assert!(status.success(), "clean exit: {status}");
+    assert!(
+        exited < answered + Duration::from_millis(800) && exited < Duration::from_secs(4),
+        "answered after {answered:?}, exited after {exited:?}"
+    );
+    assert!(
+        gw.log().contains("nothing in flight: exiting"),
+        "{}",
+        gw.log()
+    );
+}

@@ -44,9 +44,17 @@ fn invalid<T>(key: impl Into<String>, message: impl Into<String>) -> R<T> {
 /// Build the validated model. `base` is the directory relative paths are resolved against.
 pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     let mut warnings = Vec::new();
-    let server = server(&file.server, base)?;
+    let server = server(&file.server, base, &mut warnings)?;
     let tokens = tokens(&file.tokens, &server.public_url, base, &mut warnings)?;
     let cookies = cookies(&file.cookies)?;
+    if cookies.secure && server.public_url.starts_with("http://") {
+        warnings.push(format!(
+            "cookies.secure: true while server.public_url is {}: browsers do not send Secure \
+             (__Host-) cookies over plain http (only some exempt localhost), so sign-ins do not \
+             stick; use an https:// public_url, or cookies.secure: false for local development",
+            server.public_url
+        ));
+    }
     let (store, store_timeout, upgrade_socket) = store(&file.store, base)?;
     let rl = &file.rate_limits;
     let five_per_15m = Rate {
@@ -85,7 +93,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     };
     let upstreams = upstreams(&file.upstreams)?;
     let routes = routes(&file.routes, &upstreams, &mut warnings)?;
-    let health = HealthPaths {
+    let health = Health {
         liveness: probe_path(
             "health.liveness_path",
             file.health.liveness_path.as_deref().unwrap_or("/healthz"),
@@ -94,9 +102,19 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             "health.readiness_path",
             file.health.readiness_path.as_deref().unwrap_or("/readyz"),
         )?,
+        readiness_requires_upstreams: one_of(
+            "health.readiness_requires_upstreams",
+            file.health.readiness_requires_upstreams.as_deref(),
+            RequireUpstreams::None,
+            &[
+                ("none", RequireUpstreams::None),
+                ("any", RequireUpstreams::Any),
+                ("all", RequireUpstreams::All),
+            ],
+        )?,
     };
     let metrics_listen = match &file.metrics {
-        Some(m) => Some(socket_addr("metrics.listen", &m.listen)?),
+        Some(m) => Some(metrics_listen(&m.listen, &server)?),
         None => None,
     };
     let logging = Logging {
@@ -174,6 +192,35 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         cors,
         warnings,
     })
+}
+
+/// `metrics.listen`, which must not take one of the proxy's own listen addresses (Pingora
+/// would stop at start-up on a bind error that names neither key).
+fn metrics_listen(value: &str, server: &ServerConfig) -> R<std::net::SocketAddr> {
+    let addr = socket_addr("metrics.listen", value)?;
+    let plain = server.listen.iter().map(|a| ("server.listen", a));
+    let tls = server.tls.iter().flat_map(|t| &t.listen);
+    let taken = plain
+        .enumerate()
+        .chain(tls.map(|a| ("server.tls.listen", a)).enumerate());
+    for (i, (key, other)) in taken {
+        if binds_same(addr, *other) {
+            return invalid(
+                "metrics.listen",
+                format!("{addr} is also {key}[{i}] ({other}); give metrics an address of its own"),
+            );
+        }
+    }
+    Ok(addr)
+}
+
+/// Whether two listeners would take the same port: the same address, or a wildcard address
+/// that covers the other (`[::]` also covers IPv4).
+fn binds_same(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    let covers = |w: std::net::SocketAddr, o: std::net::SocketAddr| {
+        w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    };
+    a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 fn probe_path(key: &str, value: &str) -> R<String> {

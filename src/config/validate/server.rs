@@ -1,13 +1,13 @@
 //! `server`: listen addresses, TLS files, the public URL and trusted proxies.
 
-use super::values::{duration_or, positive, resolve_path, socket_addr, ttl_or};
+use super::values::{duration_or, positive, private_key_path, resolve_path, socket_addr, ttl_or};
 use super::{invalid, R};
 use crate::config::file::ServerFile;
 use crate::config::model::{ServerConfig, TlsConfig};
 use std::path::Path;
 use std::time::Duration;
 
-pub(super) fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
+pub(super) fn server(s: &ServerFile, base: &Path, warnings: &mut Vec<String>) -> R<ServerConfig> {
     let listen_raw = s
         .listen
         .clone()
@@ -26,7 +26,7 @@ pub(super) fn server(s: &ServerFile, base: &Path) -> R<ServerConfig> {
             Some(TlsConfig {
                 listen: tls_listen,
                 cert: resolve_path(base, &t.cert),
-                key: resolve_path(base, &t.key),
+                key: private_key_path("server.tls.key", base, &t.key, warnings),
             })
         }
     };

@@ -1,6 +1,6 @@
 //! `tokens`: lifetimes, reuse handling, signing keys and trusted external issuers.
 
-use super::values::{duration, duration_or, one_of, resolve_path, ttl_or};
+use super::values::{duration, duration_or, one_of, private_key_path, resolve_path, ttl_or};
 use super::{invalid, R};
 use crate::config::file::{SigningKeyFile, TokensFile};
 use crate::config::model::*;
@@ -136,7 +136,12 @@ pub(super) fn tokens(
                     private_key_file: Some(p),
                     ..
                 },
-            ) => KeySource::PrivatePem(resolve_path(base, p)),
+            ) => KeySource::PrivatePem(private_key_path(
+                &format!("{key}.private_key_file"),
+                base,
+                p,
+                warnings,
+            )),
             (
                 _,
                 SigningKeyFile {

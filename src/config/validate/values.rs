@@ -88,6 +88,30 @@ pub(super) fn resolve_path(base: &Path, value: &str) -> PathBuf {
     }
 }
 
+/// A private key file's path, resolved. A warning when group or others have any access to
+/// it (`check` prints it, start-up logs it); a missing file is left to the key loaders,
+/// which name it.
+pub(super) fn private_key_path(
+    key: &str,
+    base: &Path,
+    value: &str,
+    warnings: &mut Vec<String>,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = resolve_path(base, value);
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "{key}: {} has mode {mode:04o}: group or others can read this private key; \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    path
+}
+
 pub(super) fn one_of<T: Copy>(
     key: &str,
     value: Option<&str>,
