@@ -559,18 +559,22 @@ fn sentinel_failover_keeps_every_acknowledged_rotation() {
         let last = &s.received.last().unwrap().1;
         // A 503 is the store catching up (a replica resyncing after the failover on a busy
         // machine), not a lost token: a lost one would be 403. Asked again for a bounded time.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let r = loop {
-            let r = refresh_with(&agent, gw.port, &s.csrf, last).unwrap();
-            if r.0 != 503 || Instant::now() > deadline {
-                break r;
+        let settled = |token: &str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = refresh_with(&agent, gw.port, &s.csrf, token).unwrap();
+                if r.0 != 503 || Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            std::thread::sleep(Duration::from_millis(200));
         };
+        let r = settled(last);
         assert_eq!(r.0, 200, "session {i}: its last token was lost: {}", r.2);
         let before_kill = s.received.iter().filter(|(at, _)| *at < kill).count();
         let parent = &s.received[before_kill - 2].1;
-        let r = refresh_with(&agent, gw.port, &s.csrf, parent).unwrap();
+        // A token that came back would rotate (200); reuse is 403.
+        let r = settled(parent);
         assert_eq!(r.0, 403, "session {i}: a rotated token came back: {}", r.2);
         assert!(r.2.contains("refresh_token_reused"), "{}", r.2);
     }
