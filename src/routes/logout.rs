@@ -1,6 +1,6 @@
-//! `POST /auth/logout` (this session, JSON or the sign-out form), `GET /auth/logout` (the
-//! sign-out page, and the page shown once signed out) and `POST /auth/logout-all` (every
-//! session of the user).
+//! `POST /auth/logout` (the caller's own login, JSON or the sign-out form), `GET
+//! /auth/logout` (the sign-out page, and the page shown once signed out) and
+//! `POST /auth/logout-all` (every login of the user).
 
 use super::login_page::{page_csrf, query_return_to, safe_return_to};
 use super::{check_csrf, cookie_authenticated, with_cookies, Call, Endpoints};

@@ -38,6 +38,23 @@ impl Seen {
     }
 }
 
+fn logout(gw: &Gateway, jar: &Jar) {
+    let headers = [
+        ("Cookie", jar.cookie_header()),
+        ("X-CSRF-Token", jar.csrf.clone()),
+    ];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post(&gw.url("/auth/logout"), &headers, b"");
+    assert!(r.status < 300, "logout: {} {}", r.status, r.body);
+}
+
+/// The session's access token no longer passes.
+fn assert_refused(gw: &Gateway, jar: &Jar, why: &str) {
+    let bearer = format!("Bearer {}", jar.access);
+    let r = get(&gw.url("/app/x"), &[("Authorization", &bearer)]);
+    assert_eq!(r.status, 401, "{why}: {}", r.body);
+}
+
 fn wait_for_log(gw: &Gateway, text: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while !gw.log().contains(text) {
@@ -67,15 +84,7 @@ fn upgrade_under_load(in_flight: bool) {
         .collect();
     // Logged out before the upgrade: refused by the new process too.
     let gone = jars[8].clone();
-    let r = post(
-        &gw.url("/auth/logout"),
-        &[
-            ("Cookie", &gone.cookie_header()),
-            ("X-CSRF-Token", &gone.csrf),
-        ],
-        b"",
-    );
-    assert!(r.status < 300, "logout: {} {}", r.status, r.body);
+    logout(&gw, &gone);
 
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -252,27 +261,11 @@ fn upgrade_under_load(in_flight: bool) {
         assert_eq!(r.status, 200, "client {i}: {}", r.body);
     }
     // The logout made before the upgrade holds in the new process.
-    let r = get(
-        &gw.url("/app/x"),
-        &[("Authorization", &format!("Bearer {}", gone.access))],
-    );
-    assert_eq!(r.status, 401, "revoked before the upgrade: {}", r.body);
+    assert_refused(&gw, &gone, "revoked before the upgrade");
     // A logout made now ends access at once.
     let jar = jars[0].clone();
-    let r = post(
-        &gw.url("/auth/logout"),
-        &[
-            ("Cookie", &jar.cookie_header()),
-            ("X-CSRF-Token", &jar.csrf),
-        ],
-        b"",
-    );
-    assert!(r.status < 300, "logout: {} {}", r.status, r.body);
-    let r = get(
-        &gw.url("/app/x"),
-        &[("Authorization", &format!("Bearer {}", jar.access))],
-    );
-    assert_eq!(r.status, 401, "{}", r.body);
+    logout(&gw, &jar);
+    assert_refused(&gw, &jar, "logged out after the upgrade");
     gw.wait_ready_status(200, Duration::from_secs(5));
 
     let log = gw.log();
