@@ -122,7 +122,7 @@ tokens:
     - { kid: rs, algorithm: RS256, private_key_file: keys/rs.private.pem }
 users: { file: users.yaml }
 store: { path: data-$1/db }
-rate_limits: { login_per_ip: 1000000/1m, login_per_account: 1000000/1m, refresh_per_ip: 1000000/1m }
+rate_limits: { login_per_ip: 1000000/1m, login_per_account: 1000000/1m, login_per_account_ip: 1000000/1m, login_per_device: 1000000/1m, refresh_per_ip: 1000000/1m }
 logging: { format: json, level: warn }
 upstreams:
   app: { addresses: ["127.0.0.1:$UP"] }

@@ -52,6 +52,20 @@ pub enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Check the config like `check`, then make the running gateway reload it (SIGHUP to the
+    /// process in `server.pid_file`).
+    Reload,
+    /// Forget the login throttling counters of a user or a client address (with sled: while
+    /// the gateway is stopped; with Redis: at any time).
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "ip"])))]
+    Unlock {
+        /// A user id or email.
+        #[arg(long)]
+        user: Option<String>,
+        /// A client IP address.
+        #[arg(long)]
+        ip: Option<String>,
+    },
     /// Exit 0 when the gateway answers its liveness probe (Docker HEALTHCHECK), over http or
     /// https (the certificate is not checked: the probe runs on loopback).
     Probe {

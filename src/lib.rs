@@ -1,7 +1,7 @@
 //! portcullis: an authentication gateway on Pingora for legacy web applications.
 //!
 //! Crate map:
-//! - `cli`: command line (serve, check, demo, probe)
+//! - `cli`: command line (serve, check, reload, unlock, demo, probe, ...)
 //! - `config`: the YAML file: env substitution, strict wire types, validated model
 //! - `server`: `build(config)`: wires everything into a Pingora server without running it
 //! - `gateway`: the `ProxyHttp` implementation: request-head limits, the canonical target and
@@ -9,6 +9,8 @@
 //! - `auth`: the per-request authentication decision
 //! - `tokens`: keyring, access JWT issue/verify with cache, external issuers, revocation view
 //! - `clock`: injected time
+//! - `reload`: SIGHUP and `portcullis reload`: the config file read again and swapped in
+//! - `tls`: the served certificate, replaced on reload
 //! - `respond`: the one place decisions and errors become HTTP answers
 //! - `routes`: the `/auth/*` endpoints
 //! - `store`: durable token state behind the `TokenStore` trait (sled now, Redis for scale-out)
@@ -18,6 +20,7 @@
 //! - `demo`: the bundled demo upstream and config
 //! - `probe`: the tiny HTTP client behind `portcullis probe`
 //! - `secret`: `Secret<T>`, never printed
+//! - `unlock`: `portcullis unlock`, clearing throttling counters in a stopped store
 
 pub mod auth;
 pub mod cli;
@@ -28,10 +31,13 @@ pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod respond;
 pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
+pub mod unlock;

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         Some(Command::Demo { port }) => run_demo(*port),
         Some(Command::Keygen { alg, kid, out }) => keygen(alg, kid, out),
         Some(Command::HashPassword { password_stdin }) => hash_password(*password_stdin),
+        Some(Command::Reload) => reload(&cli),
+        Some(Command::Unlock { user, ip }) => unlock(&cli, user.as_deref(), ip.as_deref()),
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
                 Ok(status) if (200..300).contains(&status) => Ok(()),
@@ -76,6 +78,28 @@ fn check(cli: &Cli) -> Outcome {
         println!("warning: {}: {w}", path.display());
     }
     println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn reload(cli: &Cli) -> Outcome {
+    let path = cli.config_path();
+    let config = load(cli)?;
+    server::preflight(&config)?;
+    let pid = portcullis::reload::signal_running(&config)?;
+    println!("{}: ok; reload signalled to process {pid}", path.display());
+    Ok(())
+}
+
+fn unlock(cli: &Cli, user: Option<&str>, ip: Option<&str>) -> Outcome {
+    use portcullis::unlock::Target;
+    let config = load(cli)?;
+    let target = match (user, ip) {
+        (Some(u), _) => Target::User(u),
+        (None, Some(ip)) => Target::Ip(ip),
+        (None, None) => return Err("give --user ID or --ip ADDR".into()),
+    };
+    let removed = portcullis::unlock::unlock(&config, target)?;
+    println!("unlocked: {removed} throttling counter(s) cleared");
     Ok(())
 }
 

@@ -149,7 +149,7 @@ fn exchange(mut stream: impl Read + Write, request: &str) -> Result<u16, ProbeFa
 /// the gateway, and the gateway's certificate names its public host (or is self-signed), not
 /// `127.0.0.1`. What is checked is that the listener completes a handshake and answers, not
 /// who it is. The handshake's own signatures are still verified.
-fn any_certificate_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+pub fn any_certificate_config() -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?

@@ -192,12 +192,12 @@ pub fn unsupported_media_type(message: &str) -> LocalResponse {
 impl From<&RefreshError> for LocalResponse {
     fn from(e: &RefreshError) -> Self {
         match e {
-            RefreshError::Reused => LocalResponse::error(
+            RefreshError::Reused { .. } => LocalResponse::error(
                 403,
                 "refresh_token_reused",
                 "this refresh token was already used; the session has been ended",
             ),
-            RefreshError::Invalid => LocalResponse::error(
+            RefreshError::Invalid | RefreshError::Expired { .. } => LocalResponse::error(
                 403,
                 "invalid_refresh_token",
                 "the refresh token is invalid, expired or revoked",

@@ -8,15 +8,19 @@ use crate::config::{Config, StoreConfig};
 use crate::gateway::client_limits;
 use crate::gateway::drain::Drain;
 use crate::gateway::idle::LeanIdle;
+use crate::gateway::state::Lasting;
 use crate::gateway::upstreams::Upstreams;
 use crate::gateway::{AppState, Gateway};
 use crate::metrics::MetricsApp;
+use crate::reload::{ReloadOnHangup, Reloader};
 use crate::store::handover::Handover;
 use crate::store::SharedStore;
+use crate::tls::CertSwitch;
 use crate::tokens::access::TokenService;
 use crate::tokens::external::{ExternalIssuers, JwksRefresher};
 use crate::tokens::keys::Keyring;
 use crate::tokens::revocation::RevocationView;
+use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::Opt;
@@ -43,7 +47,10 @@ pub enum StartError {
 /// A built, not yet running, gateway.
 pub struct Built {
     pub server: Server,
+    /// The state the gateway starts with.
     pub state: Arc<AppState>,
+    /// Reloads the config file (what SIGHUP does).
+    pub reloader: Arc<Reloader>,
     /// Watches the signals while it runs; SIGTERM ends as soon as nothing is in flight.
     pub drain: Drain,
 }
@@ -277,7 +284,8 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         }
     }
 
-    let (upstreams, health_services) = Upstreams::build(&config)
+    let checks = crate::store::runtime().handle().clone();
+    let upstreams = Upstreams::build(&config, None, &checks)
         .map_err(|e| StartError::Invalid(format!("{}: upstreams: {e}", config.source.display())))?;
     let external = ExternalIssuers::new(&config.tokens.trusted_issuers);
     let refresher = JwksRefresher {
@@ -314,15 +322,30 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     // database opened in the background is loaded once it is open.
     let view = tokens.revocations.clone();
     crate::store::runtime().spawn(async move { store.watch_revocations(view).await });
+    let lasting = Lasting::new(&sessions);
+    let metrics = lasting.metrics.clone();
     server.add_service(pingora::services::background::background_service(
         "users reload",
-        UsersReloader(users),
+        UsersReloader {
+            users: users.clone(),
+            metrics: metrics.clone(),
+        },
     ));
     server.add_service(pingora::services::background::background_service(
         "prune",
         Pruner(sessions.clone()),
     ));
-    let state = Arc::new(AppState::new(config.clone(), upstreams, sessions));
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        Arc::new(upstreams),
+        sessions,
+        &lasting,
+    ));
+    let live = Arc::new(ArcSwap::new(state.clone()));
+    use crate::clock::Clock;
+    metrics
+        .config_reload_success
+        .set(crate::clock::SystemClock.now() as i64);
     if !refresher.issuers.is_empty() {
         server.add_service(pingora::services::background::background_service(
             "jwks refresh",
@@ -331,9 +354,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     }
 
     let mut http = pingora::proxy::HttpProxy::new(
-        Gateway {
-            state: state.clone(),
-        },
+        Gateway { live: live.clone() },
         server.configuration.clone(),
     );
     http.handle_init_modules();
@@ -347,15 +368,25 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     for addr in &config.server.listen {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer));
     }
-    if let Some(tls) = &config.server.tls {
-        for addr in &tls.listen {
-            let settings = pingora::listeners::tls::TlsSettings::intermediate(
-                &tls.cert.to_string_lossy(),
-                &tls.key.to_string_lossy(),
-            )
-            .map_err(|e| {
+    let cert = match &config.server.tls {
+        Some(tls) => {
+            let loaded = crate::tls::load(&tls.cert, &tls.key).map_err(|e| {
                 StartError::Invalid(format!("{}: server.tls: {e}", config.source.display()))
             })?;
+            let switch = Arc::new(CertSwitch::new(loaded));
+            metrics.tls_expiry.set(switch.not_after());
+            Some(switch)
+        }
+        None => None,
+    };
+    if let (Some(tls), Some(switch)) = (&config.server.tls, &cert) {
+        for addr in &tls.listen {
+            // The certificate comes from the switch, which a reload refills.
+            let mut settings =
+                pingora::listeners::tls::TlsSettings::intermediate("", "").map_err(|e| {
+                    StartError::Invalid(format!("{}: server.tls: {e}", config.source.display()))
+                })?;
+            settings.set_cert_resolver(switch.clone());
             proxy.add_listener(
                 ListenerConfig::tcp(addr.to_string())
                     .tls(settings)
@@ -364,15 +395,18 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         }
     }
     server.add_service(drain.service(proxy));
-    for hs in health_services {
-        server.add_service(hs);
-    }
+    let reloader = Arc::new(Reloader::new(live.clone(), cert, users, checks));
+    server.add_service(pingora::services::background::background_service(
+        "reload",
+        ReloadOnHangup(reloader.clone()),
+    ));
+    crate::reload::write_pid_file(&config.pid_file);
     if let Some(addr) = config.metrics_listen {
         let mut metrics = Service::new(
             "metrics".to_string(),
             HttpServer::new_app(MetricsApp {
-                metrics: state.metrics.clone(),
-                gauges: state.upstreams.clone(),
+                metrics: metrics.clone(),
+                gauges: live.clone(),
             }),
         );
         metrics.add_tcp(&addr.to_string());
@@ -384,6 +418,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
     Ok(Built {
         server,
         state,
+        reloader,
         drain,
     })
 }

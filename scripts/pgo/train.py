@@ -182,7 +182,7 @@ tokens:
   signing_keys: [{{ kid: k, algorithm: {alg}, private_key_file: keys/k.private.pem }}]
 users: {{ file: users.yaml }}
 store: {{ path: data/db }}
-rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, refresh_per_ip: 100000/1m }}
+rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 100000/1m }}
 logging: {{ format: json, level: warn }}
 upstreams: {{ app: {{ addresses: ["127.0.0.1:{up_port}"] }} }}
 routes:

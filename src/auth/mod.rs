@@ -7,6 +7,7 @@
 pub mod cookies;
 pub mod credential;
 pub mod csrf;
+pub mod device;
 pub mod login;
 pub mod password;
 pub mod ratelimit;
@@ -96,7 +97,8 @@ impl Failure {
 #[derive(Debug)]
 pub enum Decision {
     Allow(Option<Identity>, Via),
-    Deny(Failure),
+    /// Refused; the user is named when the credentials say who it was (for the logs only).
+    Deny(Failure, Option<String>),
 }
 
 /// How an allowed request proved who it is, which tells the gateway what to remove before
@@ -142,11 +144,10 @@ fn admit(
 ) -> Decision {
     let by_cookie = via == Via::Cookie;
     if !route.roles.is_empty() && !route.roles.iter().any(|r| identity.roles.contains(r)) {
-        return Decision::Deny(Failure::Forbidden);
+        return Decision::Deny(Failure::Forbidden, Some(identity.sub.clone()));
     }
     if by_cookie && is_cross_site(req, &state.config.server.public_url) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", user = %identity.sub, method = %req.method, path = %req.uri.path());
-        return Decision::Deny(Failure::Csrf);
+        return Decision::Deny(Failure::Csrf, Some(identity.sub.clone()));
     }
     Decision::Allow(Some(identity), via)
 }
@@ -163,32 +164,35 @@ pub async fn authenticate(
     }
     if !state.store.revocations_fresh() && !state.store.revocations_loaded().await {
         // Fail closed: a revocation made elsewhere could be missing from the local view.
-        return (Decision::Deny(Failure::Unavailable), Vec::new());
+        return (Decision::Deny(Failure::Unavailable, None), Vec::new());
     }
     let c = &state.config.cookies;
-    let failure = match credential(req, &c.access_name) {
-        Credential::None => Failure::TokenRequired,
-        Credential::Ambiguous => Failure::InvalidToken,
+    let (failure, user) = match credential(req, &c.access_name) {
+        Credential::None => (Failure::TokenRequired, None),
+        Credential::Ambiguous => (Failure::InvalidToken, None),
         Credential::Bearer(t) => {
             return match state.tokens.verify(t).await {
                 Ok(identity) => (admit(state, req, route, identity, Via::Bearer), Vec::new()),
-                Err(e) => (Decision::Deny(failure_for(e)), Vec::new()),
+                Err(e) => (
+                    Decision::Deny(failure_for(e), whose(state, e, t)),
+                    Vec::new(),
+                ),
             }
         }
         Credential::Cookie(t) => match state.tokens.verify(t).await {
             Ok(identity) => return (admit(state, req, route, identity, Via::Cookie), Vec::new()),
-            Err(e) => failure_for(e),
+            Err(e) => (failure_for(e), whose(state, e, t.as_bytes())),
         },
     };
     // Transparent refresh: legacy pages never see an expiry while the session lives.
     let Some(Some(refresh)) = cookie_value(req, &c.refresh_name) else {
-        return (Decision::Deny(failure), Vec::new());
+        return (Decision::Deny(failure, user), Vec::new());
     };
     match state.sessions.refresh_shared(refresh).await {
         Ok(issued) => {
             let u = &issued.user;
             let Ok(wire) = IdentityValues::new(&u.id, &u.email, &u.roles) else {
-                return (Decision::Deny(failure), cookies::clear_all(c));
+                return (Decision::Deny(failure, user), cookies::clear_all(c));
             };
             let identity = Arc::new(Verified {
                 wire,
@@ -210,9 +214,21 @@ pub async fn authenticate(
         // The store did not answer: the session may be fine, so it is kept (503, no cookie
         // cleared) rather than ended by a hiccup.
         Err(sessions::SharedRefreshError::Unavailable) => {
-            (Decision::Deny(Failure::Unavailable), Vec::new())
+            (Decision::Deny(Failure::Unavailable, user), Vec::new())
         }
-        Err(_) => (Decision::Deny(failure), cookies::clear_all(c)),
+        Err(_) => (Decision::Deny(failure, user), cookies::clear_all(c)),
+    }
+}
+
+/// Whose token was refused as expired or revoked (its signature still checked), for the log
+/// line a support engineer reads; `None` for anything else.
+fn whose(state: &AuthState, e: VerifyError, token: &[u8]) -> Option<String> {
+    match e {
+        VerifyError::Expired | VerifyError::Revoked => {
+            let text = std::str::from_utf8(token).ok()?;
+            state.tokens.verify_ignoring_time(text).ok().map(|v| v.sub)
+        }
+        _ => None,
     }
 }
 

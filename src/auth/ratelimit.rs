@@ -1,126 +1,90 @@
-//! Sliding-window counters: failed logins per client IP and per account, refreshes per IP.
-//! A key holds at most `count` timestamps and idles out with its window, so memory is bounded
-//! and a stranger cannot lock an account out for longer than one window. With a shared store
-//! (Redis) the windows live there, so every instance counts together.
+//! Login and refresh throttling, counted in the store: shared by every instance with Redis,
+//! kept across restarts with sled. A failed login counts in every bucket that applies to it:
+//! its client address (generous: an office behind one NAT), the account from that address,
+//! and either the browser's device cookie for that account or, without one, the account
+//! itself. So one user's typos do not lock out their colleagues, and a stranger failing from
+//! many addresses does not lock the account's known browsers out.
 
-use crate::config::Rate;
-use crate::store::{StoreError, TokenStore};
-use moka::sync::Cache;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use crate::config::{Rate, RateLimits};
+use crate::store::{Account, StoreError, Throttle, TokenStore};
 
-pub struct RateLimiter {
-    windows: Cache<String, Arc<Mutex<VecDeque<u64>>>>,
+/// One counter and its limit; `name` is the config key, for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket<'a> {
+    pub throttle: Throttle<'a>,
+    pub rate: Rate,
+    pub name: &'static str,
 }
 
-impl RateLimiter {
-    /// `longest` is the longest configured window (entries idle out after it).
-    pub fn new(longest: Duration) -> Self {
-        RateLimiter {
-            windows: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(longest + Duration::from_secs(1))
-                .build(),
-        }
-    }
+/// The buckets a login attempt of `account` from `ip` counts in; `device` is the id of the
+/// browser's device cookie when it was issued to this account.
+pub fn login_buckets<'a>(
+    limits: &RateLimits,
+    account: &'a Account,
+    ip: &'a str,
+    device: Option<&'a str>,
+) -> [Bucket<'a>; 3] {
+    let last = match device {
+        Some(d) => Bucket {
+            throttle: Throttle::Device(account, d),
+            rate: limits.login_per_device,
+            name: "login_per_device",
+        },
+        None => Bucket {
+            throttle: Throttle::Account(account),
+            rate: limits.login_per_account,
+            name: "login_per_account",
+        },
+    };
+    [
+        Bucket {
+            throttle: Throttle::LoginIp(ip),
+            rate: limits.login_per_ip,
+            name: "login_per_ip",
+        },
+        Bucket {
+            throttle: Throttle::AccountIp(account, ip),
+            rate: limits.login_per_account_ip,
+            name: "login_per_account_ip",
+        },
+        last,
+    ]
+}
 
-    fn window(&self, key: &str) -> Arc<Mutex<VecDeque<u64>>> {
-        self.windows
-            .get_with(key.to_string(), || Arc::new(Mutex::new(VecDeque::new())))
+/// The bucket that refreshes from `ip` count in.
+pub fn refresh_bucket<'a>(limits: &RateLimits, ip: &'a str) -> Bucket<'a> {
+    Bucket {
+        throttle: Throttle::RefreshIp(ip),
+        rate: limits.refresh_per_ip,
+        name: "refresh_per_ip",
     }
+}
 
-    /// `Err(retry_after_secs)` when `key` already has `rate.count` events in the window.
-    pub fn check(&self, key: &str, rate: Rate, now: u64) -> Result<(), u64> {
-        let Some(w) = self.windows.get(key) else {
-            return Ok(());
-        };
-        let mut q = w.lock().unwrap_or_else(|e| e.into_inner());
-        let window = rate.window.as_secs().max(1);
-        while q.front().is_some_and(|t| t + window <= now) {
-            q.pop_front();
-        }
-        if q.len() >= rate.count as usize {
-            let oldest = *q.front().unwrap_or(&now);
-            return Err((oldest + window).saturating_sub(now).max(1));
-        }
-        Ok(())
-    }
+/// A full bucket: which one, and the seconds until it takes an attempt again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub bucket: &'static str,
+    pub retry_after: u64,
+}
 
-    /// Record one event for `key`.
-    pub fn hit(&self, key: &str, rate: Rate, now: u64) {
-        let w = self.window(key);
-        let mut q = w.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(now);
-        while q.len() > rate.count as usize {
-            q.pop_front();
-        }
-    }
-
-    /// Record one event, in `store` when it shares windows.
-    pub async fn hit_shared(
-        &self,
-        store: &dyn TokenStore,
-        key: &str,
-        rate: Rate,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        match store.rate_limit(key, rate, now, true).await {
-            Some(r) => r.map(|_| ()),
-            None => {
-                self.hit(key, rate, now);
-                Ok(())
+/// `Ok(Err(..))` when any of `buckets` is full (the longest wait is reported); with `add`,
+/// the attempt counts in each bucket that still had room.
+pub async fn throttle(
+    store: &dyn TokenStore,
+    buckets: &[Bucket<'_>],
+    now: u64,
+    add: bool,
+) -> Result<Result<(), Limited>, StoreError> {
+    let mut limited: Option<Limited> = None;
+    for b in buckets {
+        if let Err(retry_after) = store.rate_limit(b.throttle, b.rate, now, add).await? {
+            if limited.is_none_or(|l| retry_after > l.retry_after) {
+                limited = Some(Limited {
+                    bucket: b.name,
+                    retry_after,
+                });
             }
         }
     }
-
-    /// `Err(retry_after)` when over the limit; with `record`, the event counts first. In
-    /// `store` when it shares windows, else in this process.
-    pub async fn shared(
-        &self,
-        store: &dyn TokenStore,
-        key: &str,
-        rate: Rate,
-        now: u64,
-        record: bool,
-    ) -> Result<Result<(), u64>, StoreError> {
-        match store.rate_limit(key, rate, now, record).await {
-            Some(r) => r,
-            None if record => Ok(self.hit_and_check(key, rate, now)),
-            None => Ok(self.check(key, rate, now)),
-        }
-    }
-
-    /// Record an event and refuse it when it is over the limit.
-    pub fn hit_and_check(&self, key: &str, rate: Rate, now: u64) -> Result<(), u64> {
-        let r = self.check(key, rate, now);
-        if r.is_ok() {
-            self.hit(key, rate, now);
-        }
-        r
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_per_window_then_retry_after_then_expiry() {
-        let rate = Rate {
-            count: 5,
-            window: Duration::from_secs(900),
-        };
-        let l = RateLimiter::new(rate.window);
-        for i in 0..5 {
-            assert!(l.check("k", rate, 1000 + i).is_ok());
-            l.hit("k", rate, 1000 + i);
-        }
-        assert_eq!(l.check("k", rate, 1010), Err(890));
-        assert!(l.check("other", rate, 1010).is_ok());
-        assert!(
-            l.check("k", rate, 1900).is_ok(),
-            "the oldest failure left the window"
-        );
-    }
+    Ok(limited.map_or(Ok(()), Err))
 }

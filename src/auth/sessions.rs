@@ -45,10 +45,13 @@ pub enum SharedRefreshError {
 /// Why a refresh failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
-    #[error("refresh token invalid, expired or revoked")]
+    #[error("refresh token unknown or revoked")]
     Invalid,
+    /// The session it belongs to ended (idle or absolute lifetime).
+    #[error("refresh token expired")]
+    Expired { user: String },
     #[error("refresh token reused")]
-    Reused,
+    Reused { user: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot issue: {0}")]
@@ -231,9 +234,18 @@ impl Sessions {
                     revoked_sessions = revoked_sids.len(),
                     sids = ?revoked_sids,
                 );
-                Err(RefreshError::Reused)
+                Err(RefreshError::Reused { user })
             }
-            RotateOutcome::Invalid => Err(RefreshError::Invalid),
+            RotateOutcome::Invalid => {
+                // Only to tell an ended session from an unknown token, in logs and metrics.
+                let family = self.store.family_of(&token_hash(presented)).await;
+                match family {
+                    Ok(Some(f)) if !f.revoked && f.expires_at() <= now => {
+                        Err(RefreshError::Expired { user: f.user })
+                    }
+                    _ => Err(RefreshError::Invalid),
+                }
+            }
         }
     }
 
@@ -253,8 +265,10 @@ impl Sessions {
                     tracing::info!(target: "portcullis::audit", event = "transparent_refresh", sid = %issued.family.sid, user = %issued.user.id);
                     Ok(Arc::new(issued))
                 }
-                Err(RefreshError::Reused) => Err(SharedRefreshError::Reused),
-                Err(RefreshError::Invalid) => Err(SharedRefreshError::Invalid),
+                Err(RefreshError::Reused { .. }) => Err(SharedRefreshError::Reused),
+                Err(RefreshError::Invalid | RefreshError::Expired { .. }) => {
+                    Err(SharedRefreshError::Invalid)
+                }
                 Err(_) => Err(SharedRefreshError::Unavailable),
             }
         });

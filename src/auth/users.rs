@@ -202,12 +202,12 @@ impl UserDirectory {
 
     /// Reload when the file's modification time changed. Returns whether a new version was
     /// taken; an invalid one is logged and the last good version stays.
-    pub fn reload_if_changed(&self) -> bool {
+    pub fn reload_if_changed(&self) -> Option<bool> {
         let now = mtime(&self.path);
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
-                return false;
+                return None;
             }
             *seen = now;
         }
@@ -218,26 +218,32 @@ impl UserDirectory {
             Ok(users) => {
                 tracing::info!(target: "portcullis::users", users = users.by_id.len(), "users file reloaded");
                 self.current.store(Arc::new(users));
-                true
+                Some(true)
             }
             Err(e) => {
                 tracing::error!(target: "portcullis::users", error = %e, "users file invalid; keeping the last good version");
-                false
+                Some(false)
             }
         }
     }
 }
 
-/// Background service: poll the users file once a second.
-pub struct UsersReloader(pub Arc<UserDirectory>);
+/// Background service: poll the users file once a second; reloads counted in the metrics.
+pub struct UsersReloader {
+    pub users: Arc<UserDirectory>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for UsersReloader {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let second = std::time::Duration::from_secs(1);
         crate::clock::every(second, &mut shutdown, || async {
-            let dir = self.0.clone();
-            let _ = tokio::task::spawn_blocking(move || dir.reload_if_changed()).await;
+            let dir = self.users.clone();
+            if let Ok(Some(ok)) = tokio::task::spawn_blocking(move || dir.reload_if_changed()).await
+            {
+                self.metrics.reloaded(true, ok);
+            }
         })
         .await
     }
@@ -320,7 +326,7 @@ mod tests {
         std::fs::write(&p, "users: [not, a, map]\n").unwrap();
         // Force a different mtime even on coarse file systems.
         *d.seen.lock().unwrap() = None;
-        assert!(!d.reload_if_changed());
+        assert_eq!(d.reload_if_changed(), Some(false));
         assert!(d.by_email("a@x.test").is_some());
         std::fs::write(
             &p,
@@ -328,7 +334,7 @@ mod tests {
         )
         .unwrap();
         *d.seen.lock().unwrap() = None;
-        assert!(d.reload_if_changed());
+        assert_eq!(d.reload_if_changed(), Some(true));
         assert!(d.by_email("a@x.test").is_none() && d.by_id("bob").is_some());
     }
 }

@@ -57,6 +57,7 @@ pub struct ServerFile {
     pub keepalive_timeout: Option<String>,
     #[serde(default)]
     pub redirect_http: bool,
+    pub pid_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +146,9 @@ pub struct SentinelFile {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsFile {
     pub login_per_ip: Option<String>,
+    pub login_per_account_ip: Option<String>,
     pub login_per_account: Option<String>,
+    pub login_per_device: Option<String>,
     pub refresh_per_ip: Option<String>,
 }
 

@@ -26,6 +26,9 @@ pub struct Config {
     /// Where the old process hands its listening sockets to the new one on a zero-downtime
     /// upgrade (`store.upgrade_socket`; by default next to the sled database).
     pub upgrade_socket: PathBuf,
+    /// Where `serve` writes its pid for `portcullis reload` (`server.pid_file`; by default
+    /// next to the sled database).
+    pub pid_file: PathBuf,
     pub rate_limits: RateLimits,
     pub security_headers: SecurityHeaders,
     pub identity_headers: IdentityHeaders,
@@ -135,6 +138,20 @@ pub struct CookiesConfig {
     pub access_name: String,
     pub refresh_name: String,
     pub csrf_name: String,
+    /// The device cookie a successful login sets (`pc_device`, prefixed like the others).
+    pub device_name: String,
+}
+
+impl CookiesConfig {
+    /// Every cookie the gateway sets: never forwarded upstream, never set by an upstream.
+    pub fn ours(&self) -> [&str; 4] {
+        [
+            &self.access_name,
+            &self.refresh_name,
+            &self.csrf_name,
+            &self.device_name,
+        ]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,8 +190,14 @@ pub struct Rate {
 
 #[derive(Debug, Clone)]
 pub struct RateLimits {
+    /// Failed logins from one client address, every account.
     pub login_per_ip: Rate,
+    /// Failed logins of one account from one address.
+    pub login_per_account_ip: Rate,
+    /// Failed logins of one account from browsers without its device cookie.
     pub login_per_account: Rate,
+    /// Failed logins of one account from one browser holding its device cookie.
+    pub login_per_device: Rate,
     pub refresh_per_ip: Rate,
 }
 
@@ -207,7 +230,7 @@ pub struct IdentityHeaders {
     pub forward_access_token: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub addresses: Vec<SocketAddr>,
     pub health_check: Option<HealthCheck>,
@@ -215,7 +238,7 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// HTTP path to GET; `None` means a TCP connect check.
     pub path: Option<String>,

@@ -16,16 +16,20 @@ pub fn finish(s: &AppState, session: &Session, e: Option<&Error>, ctx: &mut Requ
         .map(|r| r.status.as_u16())
         .or(ctx.local_status)
         .unwrap_or(0);
+    let seconds = ctx.started.elapsed().as_secs_f64();
     let label = match ctx.route {
         Some(i) => {
-            s.route_series[i].count(status);
+            s.route_series[i].count(status, seconds);
             s.route_labels[i].as_str()
         }
         None => {
-            s.metrics
-                .requests
+            let m = &s.metrics;
+            m.requests
                 .with_label_values(&[ctx.label, status_class(status)])
                 .inc();
+            m.request_duration
+                .with_label_values(&[ctx.label])
+                .observe(seconds);
             ctx.label
         }
     };
@@ -38,8 +42,14 @@ pub fn finish(s: &AppState, session: &Session, e: Option<&Error>, ctx: &mut Requ
         status,
         route = label,
         client_ip = ctx.client_ip.map(tracing::field::display),
-        user = ctx.identity.as_ref().map(|i| i.sub.as_str()),
-        duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        user = ctx
+            .identity
+            .as_ref()
+            .map(|i| i.sub.as_str())
+            .or(ctx.refused_user.as_deref()),
+        reason = ctx.refusal,
+        user_agent = super::request::user_agent(req),
+        duration_ms = seconds * 1000.0,
         error = e.map(|e| e.etype().as_str()),
     );
 }

@@ -1,22 +1,29 @@
 //! Per-request state shared across the proxy's hooks, request ids, and the client-address
 //! policy (who may speak for the client in `X-Forwarded-For`).
 
+use super::state::AppState;
 use crate::auth::Identity;
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-request state shared across hooks.
 pub struct RequestCtx {
+    /// The gateway's state when the request began: a reload does not change it mid-way.
+    pub state: Arc<AppState>,
     pub id: String,
     pub started: Instant,
     pub route: Option<usize>,
     /// Label for metrics when no route applies (`auth`, `probe`, `none`).
     pub label: &'static str,
     pub identity: Option<Identity>,
+    /// Why the request was refused (an error code), and whose credentials it carried.
+    pub refusal: Option<&'static str>,
+    pub refused_user: Option<String>,
     /// The verified access token, kept only when `forward_access_token` is on.
     pub access_token: Option<String>,
     pub peer_ip: Option<IpAddr>,
@@ -33,13 +40,16 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(id: String) -> Self {
+    pub fn new(state: Arc<AppState>) -> Self {
         RequestCtx {
-            id,
+            id: state.ids.next(),
+            state,
             started: Instant::now(),
             route: None,
             label: "none",
             identity: None,
+            refusal: None,
+            refused_user: None,
             access_token: None,
             peer_ip: None,
             peer_trusted: false,

@@ -78,7 +78,12 @@ pub fn upstream_request(
     // of Pingora's two maps grows once rather than once per few headers.
     upstream.reserve(8)?;
     identity::sanitize_connection(upstream);
-    forwarded_headers(downstream, upstream, ctx)?;
+    let hop = Hop {
+        peer_ip: ctx.peer_ip,
+        peer_trusted: ctx.peer_trusted,
+        tls: ctx.tls,
+    };
+    forwarded_headers(downstream, upstream, &hop)?;
     wire_name::set_request(upstream, &wire_name::X_REQUEST_ID, ctx.id.as_str())?;
     if let Some(id) = &ctx.identity {
         let [user, email, roles] = &s.identity_names;
@@ -91,16 +96,23 @@ pub fn upstream_request(
         }
     }
     let c = &s.config.cookies;
-    identity::strip_cookies(upstream, &[&c.access_name, &c.refresh_name, &c.csrf_name]);
+    identity::strip_cookies(upstream, &c.ours());
     ctx.upstream_started = Some(Instant::now());
     Ok(())
+}
+
+/// The connection a request came on, as the forwarding headers tell it.
+struct Hop {
+    peer_ip: Option<std::net::IpAddr>,
+    peer_trusted: bool,
+    tls: bool,
 }
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`: chained from a trusted proxy, otherwise ours alone.
 fn forwarded_headers(
     downstream: &RequestHeader,
     upstream: &mut RequestHeader,
-    ctx: &RequestCtx,
+    ctx: &Hop,
 ) -> pingora::Result<()> {
     let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let xff = match upstream
@@ -138,7 +150,7 @@ pub fn response(
     ctx: &mut RequestCtx,
 ) -> pingora::Result<()> {
     let c = &s.config.cookies;
-    drop_our_cookies(resp, &[&c.access_name, &c.refresh_name, &c.csrf_name])?;
+    drop_our_cookies(resp, &c.ours())?;
     for v in ctx.set_cookies.drain(..) {
         resp.append_header(http::header::SET_COOKIE, v)?;
     }
@@ -154,7 +166,7 @@ pub fn response(
 
 /// An upstream may not set the gateway's own cookies: its `Set-Cookie` values for `ours` go,
 /// the others stay in order.
-fn drop_our_cookies(resp: &mut ResponseHeader, ours: &[&String]) -> pingora::Result<()> {
+fn drop_our_cookies(resp: &mut ResponseHeader, ours: &[&str]) -> pingora::Result<()> {
     let theirs = values_without(&resp.headers, &http::header::SET_COOKIE, |v| {
         cookie_is_ours(v, ours)
     });
@@ -167,7 +179,7 @@ fn drop_our_cookies(resp: &mut ResponseHeader, ours: &[&String]) -> pingora::Res
     Ok(())
 }
 
-fn cookie_is_ours(value: &HeaderValue, ours: &[&String]) -> bool {
+fn cookie_is_ours(value: &HeaderValue, ours: &[&str]) -> bool {
     let name = value
         .to_str()
         .ok()
@@ -206,7 +218,7 @@ mod tests {
         for v in ["a=1", "__Host-pc_access=forged; Path=/", "b=2"] {
             resp.append_header("Set-Cookie", v).unwrap();
         }
-        drop_our_cookies(&mut resp, &[&"__Host-pc_access".to_string()]).unwrap();
+        drop_our_cookies(&mut resp, &["__Host-pc_access"]).unwrap();
         let left: Vec<_> = resp
             .headers
             .get_all("set-cookie")
@@ -224,8 +236,11 @@ mod tests {
             up.append_header("X-Forwarded-For", "6.6.6.6").unwrap();
             up.append_header("X-Forwarded-Proto", "https").unwrap();
         };
-        let mut ctx = RequestCtx::new("r".into());
-        ctx.peer_ip = Some("10.0.0.1".parse().unwrap());
+        let mut ctx = Hop {
+            peer_ip: Some("10.0.0.1".parse().unwrap()),
+            peer_trusted: false,
+            tls: false,
+        };
         let get = |up: &RequestHeader, name: &str| {
             up.headers
                 .get(name)
@@ -250,7 +265,7 @@ mod tests {
 
     #[test]
     fn our_cookie_names_are_recognised_in_any_case() {
-        let ours = [&"__Host-pc_access".to_string()];
+        let ours = ["__Host-pc_access"];
         let v = |s: &'static str| HeaderValue::from_static(s);
         assert!(cookie_is_ours(&v("__host-PC_access=x; Path=/"), &ours));
         assert!(!cookie_is_ours(&v("app_session=x"), &ours));

@@ -6,7 +6,7 @@
 //! - `answer.rs`: the gateway's own answers written to the client; proxy failures
 //! - `access_log.rs`: metrics and the access log, once per request
 //! - `ctx.rs`: per-request state, request ids, the client-address policy
-//! - `state.rs`: what the proxy needs, built once
+//! - `state.rs`: what the proxy needs, built from one config (again on every reload)
 //! - `routing.rs`: route matching on the canonical path and host
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
 //! - `security_headers.rs`: headers on every response
@@ -41,6 +41,7 @@ pub mod wire_name;
 pub use ctx::RequestCtx;
 pub use state::AppState;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -48,9 +49,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use std::sync::Arc;
 
-/// The proxy itself.
+/// The proxy itself: each request takes the current state when it begins.
 pub struct Gateway {
-    pub state: Arc<AppState>,
+    pub live: Arc<ArcSwap<AppState>>,
 }
 
 #[async_trait]
@@ -63,7 +64,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.state.ids.next())
+        RequestCtx::new(self.live.load_full())
     }
 
     async fn request_filter(
@@ -71,7 +72,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        request::filter(&self.state, session, ctx).await
+        let s = ctx.state.clone();
+        request::filter(&s, session, ctx).await
     }
 
     async fn upstream_peer(
@@ -79,7 +81,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let s = &self.state;
+        let s = &ctx.state;
         let route = ctx
             .route
             .and_then(|i| s.config.routes.get(i))
@@ -95,7 +97,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        forward::upstream_request(&self.state, session.req_header(), upstream, ctx)
+        let s = ctx.state.clone();
+        forward::upstream_request(&s, session.req_header(), upstream, ctx)
     }
 
     async fn connected_to_upstream(
@@ -108,7 +111,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let (true, Some(id)) = (ctx.websocket, &ctx.identity) {
-            ctx.ws_id = self.state.websockets.register(&id.sid, &id.jti, fd);
+            ctx.ws_id = ctx.state.websockets.register(&id.sid, &id.jti, fd);
         }
         Ok(())
     }
@@ -120,7 +123,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let (Some(start), Some(route)) = (ctx.upstream_started, ctx.route) {
-            let series = &self.state.route_series[route];
+            let series = &ctx.state.route_series[route];
             series
                 .upstream_latency
                 .observe(start.elapsed().as_secs_f64());
@@ -134,7 +137,8 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        forward::response(&self.state, session.req_header(), resp, ctx)
+        let s = ctx.state.clone();
+        forward::response(&s, session.req_header(), resp, ctx)
     }
 
     async fn fail_to_proxy(
@@ -144,7 +148,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         FailToProxy {
-            error_code: answer::fail_to_proxy(&self.state, session, e, ctx).await,
+            error_code: answer::fail_to_proxy(&ctx.state.clone(), session, e, ctx).await,
             can_reuse_downstream: false,
         }
     }
@@ -157,6 +161,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        access_log::finish(&self.state, session, e, ctx);
+        let s = ctx.state.clone();
+        access_log::finish(&s, session, e, ctx);
     }
 }

@@ -202,10 +202,13 @@ async fn endpoint(
         }
     };
     let client = ctx.client_key();
+    let req = session.req_header();
     let call = routes::Call {
-        req: session.req_header(),
+        req,
         body: &body,
         client: &client,
+        request_id: &ctx.id,
+        user_agent: user_agent(req),
     };
     routes::answer(&s.endpoints, &call, path).await
 }
@@ -269,8 +272,19 @@ async fn authorize(
     ctx.set_cookies = cookies;
     let (identity, via) = match decision {
         Decision::Allow(identity, via) => (identity, via),
-        Decision::Deny(failure) => {
-            return Ok(Some(respond::failure(failure, session.req_header())))
+        Decision::Deny(failure, user) => {
+            ctx.refusal = Some(failure.code());
+            ctx.refused_user = user;
+            s.metrics
+                .auth_refusals
+                .with_label_values(&[failure.code()])
+                .inc();
+            if failure == auth::Failure::Csrf {
+                s.metrics.csrf_refusals.with_label_values(&["proxy"]).inc();
+                let req = session.req_header();
+                tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", user = ctx.refused_user.as_deref(), reason = "cross_site", method = %req.method, path = %req.uri.path(), request_id = %ctx.id, client_ip = ctx.client_ip.map(tracing::field::display), user_agent = user_agent(req));
+            }
+            return Ok(Some(respond::failure(failure, session.req_header())));
         }
     };
     if ctx.websocket && !same_origin_websocket(s, session, ctx) {
@@ -301,6 +315,20 @@ fn same_origin_websocket(s: &AppState, session: &Session, ctx: &RequestCtx) -> b
         tracing::warn!(target: "portcullis::audit", event = "websocket_origin_refused", request_id = %ctx.id, origin = ?origin);
     }
     same
+}
+
+/// The request's `User-Agent` for log lines: its first 256 bytes, `-` when absent or not text.
+pub(super) fn user_agent(req: &RequestHeader) -> &str {
+    let ua = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let mut end = ua.len().min(256);
+    while !ua.is_char_boundary(end) {
+        end -= 1;
+    }
+    &ua[..end]
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! What the proxy needs, built once at start-up: the authentication state and the `/auth`
-//! endpoints it hands requests to, and what only the proxy itself uses (upstreams, header
-//! policies, metrics series, open WebSockets).
+//! What the proxy needs: the authentication state and the `/auth` endpoints it hands
+//! requests to, and what only the proxy itself uses (upstreams, header policies, metrics
+//! series, open WebSockets). Built from one config at start-up and again on every reload;
+//! each request keeps the one it started with. What must outlive a reload (metrics, open
+//! WebSockets, request ids, the password checkers) is [`Lasting`].
 
 use super::ctx::{ClientIpPolicy, RequestIds};
 use super::{cors, identity, security_headers, upstreams, websocket, wire_name};
@@ -10,6 +12,31 @@ use crate::config::Config;
 use crate::metrics::{Metrics, RouteSeries};
 use crate::routes::Endpoints;
 use std::sync::Arc;
+
+/// What one state hands to the next on a reload.
+#[derive(Clone)]
+pub struct Lasting {
+    pub metrics: Arc<Metrics>,
+    pub websockets: Arc<websocket::WsRegistry>,
+    pub ids: Arc<RequestIds>,
+    pub login: Arc<PasswordLogin>,
+}
+
+impl Lasting {
+    pub fn new(sessions: &crate::auth::sessions::Sessions) -> Self {
+        let websockets = Arc::new(websocket::WsRegistry::default());
+        sessions.tokens.revocations.set_listener(websockets.clone());
+        Lasting {
+            metrics: Arc::new(Metrics::new()),
+            websockets,
+            ids: Arc::new(RequestIds::new()),
+            login: Arc::new(PasswordLogin::new(
+                sessions.store.clone(),
+                sessions.users.clone(),
+            )),
+        }
+    }
+}
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -32,35 +59,35 @@ pub struct AppState {
     /// Metric series per route, in route order.
     pub route_series: Vec<RouteSeries>,
     pub client_ips: ClientIpPolicy,
-    pub ids: RequestIds,
+    pub ids: Arc<RequestIds>,
+    pub lasting: Lasting,
 }
 
 impl AppState {
     pub fn new(
         config: Arc<Config>,
-        upstreams: upstreams::Upstreams,
+        upstreams: Arc<upstreams::Upstreams>,
         sessions: Arc<crate::auth::sessions::Sessions>,
+        lasting: &Lasting,
     ) -> Self {
-        let websockets = Arc::new(websocket::WsRegistry::default());
-        sessions.tokens.revocations.set_listener(websockets.clone());
+        let metrics = lasting.metrics.clone();
         let route_labels: Vec<String> = config
             .routes
             .iter()
             .map(|r| format!("{}{}", r.host.as_deref().unwrap_or(""), r.path_prefix))
             .collect();
-        let metrics = Arc::new(Metrics::new());
         let route_series = config
             .routes
             .iter()
             .zip(&route_labels)
             .map(|(r, label)| RouteSeries::new(&metrics, label, &r.upstream))
             .collect();
-        let login = PasswordLogin::new(&config, sessions.users.clone());
         let auth = Arc::new(AuthState::new(config.clone(), sessions));
         AppState {
             endpoints: Endpoints {
                 auth: auth.clone(),
-                login,
+                login: lasting.login.clone(),
+                metrics: metrics.clone(),
             },
             auth,
             route_series,
@@ -78,11 +105,12 @@ impl AppState {
                 ]
             },
             client_ips: ClientIpPolicy::new(&config.server.trusted_proxies),
-            ids: RequestIds::new(),
+            ids: lasting.ids.clone(),
             metrics,
             route_labels,
-            upstreams: Arc::new(upstreams),
-            websockets,
+            upstreams,
+            websockets: lasting.websockets.clone(),
+            lasting: lasting.clone(),
             config,
         }
     }
@@ -99,5 +127,13 @@ impl AppState {
             }
         }
         seen
+    }
+}
+
+/// The health gauges follow the current state's upstreams (a reload may change them).
+impl crate::metrics::ScrapeGauges for arc_swap::ArcSwap<AppState> {
+    fn refresh(&self, metrics: &Metrics) {
+        metrics.upstream_healthy.reset();
+        self.load().upstreams.refresh_health_gauges(metrics);
     }
 }

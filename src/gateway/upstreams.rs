@@ -1,38 +1,73 @@
 //! Upstream groups: round robin over healthy peers, active health checks from
-//! pingora-load-balancing, and the peer options (timeouts) Pingora leaves unset.
+//! pingora-load-balancing (a peer going down or coming back is logged), and the peer options
+//! (timeouts) Pingora leaves unset. Each group runs its own checks until it is dropped, so a
+//! reload keeps the groups whose config did not change (and what they know of their peers)
+//! and starts checking new ones at once.
 
 use crate::config::{Config, UpstreamConfig};
 use crate::metrics::Metrics;
 use pingora::http::RequestHeader;
-use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::health_check::{HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
+use pingora::lb::Backend;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::HttpPeer;
-use pingora::services::background::{background_service, GenBackgroundService};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One named upstream group.
+/// One named upstream group; its health checks stop when it is dropped.
 pub struct Group {
     pub lb: Arc<LoadBalancer<RoundRobin>>,
     pub config: UpstreamConfig,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// All upstream groups by name.
 pub struct Upstreams {
-    pub groups: BTreeMap<String, Group>,
+    pub groups: BTreeMap<String, Arc<Group>>,
 }
 
-/// The background services that keep each group's selector and health current; they must be
-/// added to the server next to the proxy.
-pub type HealthServices = Vec<GenBackgroundService<LoadBalancer<RoundRobin>>>;
+/// Logs a peer that goes down or comes back.
+struct HealthLog {
+    group: String,
+}
+
+#[async_trait::async_trait]
+impl HealthObserve for HealthLog {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let (upstream, peer) = (self.group.as_str(), target.addr.to_string());
+        if healthy {
+            tracing::info!(target: "portcullis::upstream", upstream, peer, "upstream peer is up");
+        } else {
+            tracing::warn!(target: "portcullis::upstream", upstream, peer, "upstream peer is down");
+        }
+    }
+}
 
 impl Upstreams {
-    pub fn build(config: &Config) -> std::io::Result<(Self, HealthServices)> {
+    /// The groups of `config`, reusing those of `previous` whose config is unchanged. New
+    /// groups start their checks on `runtime`.
+    pub fn build(
+        config: &Config,
+        previous: Option<&Upstreams>,
+        runtime: &tokio::runtime::Handle,
+    ) -> std::io::Result<Self> {
         let mut groups = BTreeMap::new();
-        let mut services = Vec::new();
         for (name, up) in &config.upstreams {
+            if let Some(same) = previous
+                .and_then(|p| p.groups.get(name))
+                .filter(|g| g.config == *up)
+            {
+                groups.insert(name.clone(), same.clone());
+                continue;
+            }
             let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(
                 up.addresses.iter().map(|a| a.to_string()),
             )?;
@@ -49,6 +84,9 @@ impl Upstreams {
                                 .map_err(std::io::Error::other)?;
                             check.req = req;
                             // Legacy apps answer `/` with redirects: any non-5xx means alive.
+                            check.health_changed_callback = Some(Box::new(HealthLog {
+                                group: name.clone(),
+                            }));
                             check.validator = Some(Box::new(|resp| {
                                 if resp.status.as_u16() < 500 {
                                     Ok(())
@@ -61,7 +99,13 @@ impl Upstreams {
                             }));
                             lb.set_health_check(Box::new(check));
                         }
-                        None => lb.set_health_check(TcpHealthCheck::new()),
+                        None => {
+                            let mut check = TcpHealthCheck::new();
+                            check.health_changed_callback = Some(Box::new(HealthLog {
+                                group: name.clone(),
+                            }));
+                            lb.set_health_check(check);
+                        }
                     }
                     lb.health_check_frequency = Some(hc.interval);
                 }
@@ -69,17 +113,20 @@ impl Upstreams {
             }
             // Discovery is static, but the first update builds the selector.
             lb.update_frequency = None;
-            let service = background_service(&format!("upstream {name}"), lb);
+            let lb = Arc::new(lb);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let checks = lb.clone();
+            runtime.spawn(async move { checks.run(stopped, None).await });
             groups.insert(
                 name.clone(),
-                Group {
-                    lb: service.task(),
+                Arc::new(Group {
+                    lb,
                     config: up.clone(),
-                },
+                    stop,
+                }),
             );
-            services.push(service);
         }
-        Ok((Upstreams { groups }, services))
+        Ok(Upstreams { groups })
     }
 
     /// A peer of group `name` chosen round robin among the healthy ones, with every timeout set.
@@ -119,11 +166,5 @@ impl Upstreams {
                     .set(backends.ready(b) as i64);
             }
         }
-    }
-}
-
-impl crate::metrics::ScrapeGauges for Upstreams {
-    fn refresh(&self, metrics: &Metrics) {
-        self.refresh_health_gauges(metrics);
     }
 }

@@ -3,8 +3,10 @@
 use super::login_page::{page_csrf, render, safe_return_to};
 use super::{media_type, with_cookies, Call, Endpoints};
 use crate::auth::cookie_value;
-use crate::auth::cookies::{secure_eq, session_cookies};
-use crate::auth::login::{password_login, LoginFailure};
+use crate::auth::cookies::{self, secure_eq, session_cookies};
+use crate::auth::device::DEVICE_COOKIE_TTL;
+use crate::auth::login::{password_login, Attempt, LoggedIn, LoginFailure};
+use crate::auth::sessions::Issued;
 use crate::respond::{self, LocalResponse};
 use crate::tokens::access::random_id;
 use http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -60,21 +62,29 @@ pub async fn login(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
 
 async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     let Ok(input) = serde_json::from_slice::<LoginJson>(call.body) else {
+        counted(ep, "bad_request");
         return respond::bad_request(
             "expected a JSON object with \"email\" and \"password\" strings",
         );
     };
     let state = &*ep.auth;
-    let login = password_login(state, &ep.login, call.client, &input.email, input.password);
-    let user = match login.await {
-        Ok(u) => u,
+    let login = password_login(
+        state,
+        &ep.login,
+        attempt(ep, call, &input.email, input.password),
+    );
+    let LoggedIn {
+        user,
+        device_cookie,
+    } = match outcome(ep, login.await) {
+        Ok(l) => l,
         Err(e) => return e.into(),
     };
     let issued = match state.sessions.login(user).await {
         Ok(i) => i,
         Err(e) => return LocalResponse::from(&e),
     };
-    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, client_ip = %call.client);
+    audit_login(call, &issued);
     let csrf = random_id(32);
     let body = json!({
         "access_token": issued.access.token,
@@ -84,8 +94,74 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     });
     with_cookies(
         LocalResponse::json(200, &body),
-        session_cookies(state, &issued, &csrf),
+        login_cookies(ep, &issued, &csrf, device_cookie),
     )
+}
+
+/// Count a password login's result.
+fn outcome(
+    ep: &Endpoints,
+    result: Result<LoggedIn, LoginFailure>,
+) -> Result<LoggedIn, LoginFailure> {
+    counted(
+        ep,
+        match &result {
+            Ok(_) => "success",
+            Err(LoginFailure::Invalid) => "invalid_credentials",
+            Err(LoginFailure::RateLimited(_)) => "rate_limited",
+            Err(LoginFailure::Busy | LoginFailure::Store) => "unavailable",
+            Err(LoginFailure::TooLong) => "bad_request",
+        },
+    );
+    result
+}
+
+fn counted(ep: &Endpoints, result: &str) {
+    ep.metrics.logins.with_label_values(&[result]).inc();
+}
+
+/// The attempt `call` makes to sign in as `email`.
+fn attempt<'a>(
+    ep: &Endpoints,
+    call: &'a Call<'_>,
+    email: &'a str,
+    password: String,
+) -> Attempt<'a> {
+    let device = &ep.auth.config.cookies.device_name;
+    Attempt {
+        email,
+        password,
+        client: call.client,
+        device_cookie: cookie_value(call.req, device).flatten(),
+        request_id: call.request_id,
+        user_agent: call.user_agent,
+    }
+}
+
+/// The session's cookies, and the device cookie that makes this browser a known one.
+fn login_cookies(
+    ep: &Endpoints,
+    issued: &Issued,
+    csrf: &str,
+    device_cookie: Option<String>,
+) -> Vec<HeaderValue> {
+    let state = &*ep.auth;
+    let mut cookies = session_cookies(state, issued, csrf);
+    if let Some(value) = device_cookie {
+        let c = &state.config.cookies;
+        cookies.push(cookies::set(
+            c,
+            &c.device_name,
+            &value,
+            DEVICE_COOKIE_TTL,
+            true,
+        ));
+    }
+    cookies
+}
+
+fn audit_login(call: &Call<'_>, issued: &Issued) {
+    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
 
 async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
@@ -110,7 +186,8 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         _ => "",
     };
     if !secure_eq(&csrf, cookie) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint = "/auth/login", client_ip = %call.client);
+        counted(ep, "csrf");
+        super::audit_csrf(ep, call, "/auth/login");
         return respond::csrf("the login form expired; reload the page and try again");
     }
     // The login page again, with a message, the typed email and the same return_to.
@@ -118,8 +195,12 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         page_response(ep, req, status, &return_to, Some(message), &email)
     };
     const UNAVAILABLE: &str = "Sign-in is unavailable. Try again shortly.";
-    let user = match password_login(state, &ep.login, call.client, &email, password).await {
-        Ok(u) => u,
+    let login = password_login(state, &ep.login, attempt(ep, call, &email, password));
+    let LoggedIn {
+        user,
+        device_cookie,
+    } = match outcome(ep, login.await) {
+        Ok(l) => l,
         Err(LoginFailure::RateLimited(retry)) => {
             return again(429, "Too many attempts. Try again later.")
                 .header(RETRY_AFTER, HeaderValue::from(retry))
@@ -131,8 +212,8 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     let Ok(issued) = state.sessions.login(user).await else {
         return again(503, UNAVAILABLE);
     };
-    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, client_ip = %call.client);
+    audit_login(call, &issued);
     let location = HeaderValue::from_str(&return_to).unwrap_or(HeaderValue::from_static("/"));
     let r = LocalResponse::new(303, "text/plain; charset=utf-8", "").header(LOCATION, location);
-    with_cookies(r, session_cookies(state, &issued, &random_id(32)))
+    with_cookies(r, login_cookies(ep, &issued, &random_id(32), device_cookie))
 }

@@ -42,7 +42,8 @@ async fn revoke(ep: &Endpoints, call: &Call<'_>) -> Result<(), LocalResponse> {
         tracing::error!(target: "portcullis::store", error = %e, "logout failed");
         return Err(respond::store_unavailable());
     }
-    tracing::info!(target: "portcullis::audit", event = "logout", user = access.as_ref().map(|a| a.sub.as_str()).unwrap_or("(unknown)"), client_ip = %call.client);
+    ep.metrics.revocations.with_label_values(&["logout"]).inc();
+    tracing::info!(target: "portcullis::audit", event = "logout", user = access.as_ref().map(|a| a.sub.as_str()).unwrap_or("(unknown)"), client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
     Ok(())
 }
 
@@ -81,7 +82,7 @@ pub async fn logout_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         _ => "",
     };
     if !secure_eq(&csrf, cookie) {
-        tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint = "/auth/logout", client_ip = %call.client);
+        super::audit_csrf(ep, call, "/auth/logout");
         return LocalResponse::html(
             403,
             pages::cross_site("The sign-out form expired. Reload the page and try again."),
@@ -127,10 +128,17 @@ pub async fn logout_all(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     }
     .await;
     match result {
-        Ok(n) => with_cookies(
-            LocalResponse::json(200, &json!({"ok": true, "sessions_revoked": n})),
-            cookies::clear_all(&auth.config.cookies),
-        ),
+        Ok(n) => {
+            ep.metrics
+                .revocations
+                .with_label_values(&["logout_all"])
+                .inc();
+            tracing::info!(target: "portcullis::audit", event = "logout_all", user = %verified.sub, sessions = n, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
+            with_cookies(
+                LocalResponse::json(200, &json!({"ok": true, "sessions_revoked": n})),
+                cookies::clear_all(&auth.config.cookies),
+            )
+        }
         Err(_) => respond::store_unavailable(),
     }
 }

@@ -27,15 +27,20 @@ use std::sync::Arc;
 /// What the endpoints need.
 pub struct Endpoints {
     pub auth: Arc<AuthState>,
-    pub login: PasswordLogin,
+    pub login: Arc<PasswordLogin>,
+    /// Outcomes of logins, refreshes, revocations and CSRF checks are counted here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One call to an endpoint: the request head, its body, and who sent it (the client
-/// address, or `unknown`; rate limits and audit lines key on it).
+/// address, or `unknown`; rate limits and audit lines key on it), with the request id and
+/// user agent the audit lines carry.
 pub struct Call<'a> {
     pub req: &'a RequestHeader,
     pub body: &'a [u8],
     pub client: &'a str,
+    pub request_id: &'a str,
+    pub user_agent: &'a str,
 }
 
 /// Answer a request under `/auth/`.
@@ -117,8 +122,17 @@ fn check_csrf(ep: &Endpoints, call: &Call<'_>, endpoint: &str) -> Result<(), Loc
     if csrf_header_ok(call.req, &ep.auth.config.cookies) {
         return Ok(());
     }
-    tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint, client_ip = %call.client);
+    audit_csrf(ep, call, endpoint);
     Err(respond::csrf("missing or wrong X-CSRF-Token header"))
+}
+
+/// A CSRF refusal at `endpoint`: one audit line, counted.
+fn audit_csrf(ep: &Endpoints, call: &Call<'_>, endpoint: &str) {
+    ep.metrics
+        .csrf_refusals
+        .with_label_values(&[endpoint])
+        .inc();
+    tracing::warn!(target: "portcullis::audit", event = "csrf_blocked", endpoint, reason = "csrf_token", client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
 
 fn with_cookies(mut r: LocalResponse, cookies: Vec<HeaderValue>) -> LocalResponse {

@@ -5,7 +5,9 @@
 //! as a module of their own, next to a re-export of `portcullis::store`: that is why store
 //! items are named through `super` and nothing else of the crate is used.
 
-use super::{Family, RevocationKind, RotateOutcome, RotationPolicy, TokenStore};
+use super::{
+    Account, Family, RevocationKind, RotateOutcome, RotationPolicy, Throttle, TokenStore, Unlock,
+};
 use std::sync::Arc;
 
 /// The contract's "now", in seconds.
@@ -232,6 +234,92 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .unwrap()
         .iter()
         .all(|r| !r.id.starts_with(tag)));
+
+    throttling(store, tag).await;
+}
+
+/// Throttling counters: a sliding window, refusal with the wait, unlock by account and by
+/// address (and nothing else).
+async fn throttling(store: &dyn TokenStore, tag: &str) {
+    let rate = super::Rate {
+        count: 3,
+        window: std::time::Duration::from_secs(60),
+    };
+    let ip = format!("10.0.0.{}", tag.len());
+    let other_ip = format!("10.0.1.{}", tag.len());
+    let user = Account::User(format!("{tag}-user"));
+    let other = Account::User(format!("{tag}-user2"));
+    let t = T0 + 5000;
+    for i in 0..3 {
+        let pair = Throttle::AccountIp(&user, &ip);
+        assert_eq!(
+            store.rate_limit(pair, rate, t + i, true).await.unwrap(),
+            Ok(())
+        );
+    }
+    let pair = Throttle::AccountIp(&user, &ip);
+    assert_eq!(
+        store.rate_limit(pair, rate, t + 10, false).await.unwrap(),
+        Err(50),
+        "full: the oldest event leaves the window at t + 60"
+    );
+    assert_eq!(
+        store.rate_limit(pair, rate, t + 60, false).await.unwrap(),
+        Ok(())
+    );
+    let elsewhere = Throttle::AccountIp(&user, &other_ip);
+    assert_eq!(
+        store
+            .rate_limit(elsewhere, rate, t + 10, false)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    for i in 0..3 {
+        for th in [Throttle::LoginIp(&ip), Throttle::Device(&other, "d1")] {
+            store
+                .rate_limit(th, rate, t + i, true)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    assert!(store
+        .rate_limit(Throttle::LoginIp(&ip), rate, t + 5, false)
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(
+        store.unlock(&Unlock::Account(user.clone())).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.rate_limit(pair, rate, t + 10, false).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .rate_limit(Throttle::LoginIp(&ip), rate, t + 5, false)
+            .await
+            .unwrap()
+            .is_err(),
+        "an account's unlock leaves the address alone"
+    );
+    assert_eq!(store.unlock(&Unlock::Ip(ip.clone())).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .rate_limit(Throttle::LoginIp(&ip), rate, t + 5, false)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    let device = Throttle::Device(&other, "d1");
+    assert!(store
+        .rate_limit(device, rate, t + 5, false)
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(store.unlock(&Unlock::Account(other)).await.unwrap(), 1);
 }
 
 /// 50 concurrent rotations of one token: exactly one successor, every caller sees it.

@@ -308,22 +308,18 @@ impl TokenStore for WithDeadline {
 
     async fn rate_limit(
         &self,
-        key: &str,
+        throttle: Throttle<'_>,
         rate: Rate,
         now: u64,
         add: bool,
-    ) -> Option<Result<Result<(), u64>, StoreError>> {
-        let _probe = match self.admit() {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
-        let started = Instant::now();
-        match tokio::time::timeout(self.timeout, self.inner.rate_limit(key, rate, now, add)).await {
-            // No shared windows (counted in this process): says nothing about the store.
-            Ok(None) => None,
-            Ok(Some(r)) => Some(self.settle("rate_limit", self.timeout, started, Ok(r))),
-            Err(e) => Some(self.settle("rate_limit", self.timeout, started, Err(e))),
-        }
+    ) -> Result<Result<(), u64>, StoreError> {
+        let call = self.inner.rate_limit(throttle, rate, now, add);
+        self.within("rate_limit", self.timeout, call).await
+    }
+
+    async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError> {
+        self.within("unlock", self.timeout, self.inner.unlock(unlock))
+            .await
     }
 }
 

@@ -235,6 +235,20 @@ impl TokenStore for Handover {
         self.current()?.prune(now).await
     }
 
+    async fn rate_limit(
+        &self,
+        throttle: Throttle<'_>,
+        rate: Rate,
+        now: u64,
+        add: bool,
+    ) -> Result<Result<(), u64>, StoreError> {
+        self.current()?.rate_limit(throttle, rate, now, add).await
+    }
+
+    async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError> {
+        self.current()?.unlock(unlock).await
+    }
+
     /// Once the database is open (at once on a plain start), fill `view` from it; nothing to
     /// watch afterwards: this process is the only writer.
     async fn watch_revocations(&self, view: Arc<RevocationView>) {

@@ -23,7 +23,7 @@ pub mod redis;
 pub mod sled;
 pub mod writer;
 
-use crate::config::Rate;
+pub use crate::config::Rate;
 use crate::tokens::revocation::RevocationView;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -233,16 +233,95 @@ pub trait TokenStore: Send + Sync + 'static {
         false
     }
 
-    /// A rate-limit window shared by every instance: `Some(Ok(Err(retry_after)))` when over
-    /// the limit. `None`: the backend has none, count in this process.
+    /// Count events in the sliding window of `throttle`: `Ok(Err(retry_after))` when it
+    /// already holds `rate.count` events; with `add`, one more is recorded when it does not.
+    /// Shared by every instance (Redis) and kept across restarts.
     async fn rate_limit(
         &self,
-        _key: &str,
-        _rate: Rate,
-        _now: u64,
-        _add: bool,
-    ) -> Option<Result<Result<(), u64>, StoreError>> {
-        None
+        throttle: Throttle<'_>,
+        rate: Rate,
+        now: u64,
+        add: bool,
+    ) -> Result<Result<(), u64>, StoreError>;
+
+    /// Forget every throttling counter `unlock` names; returns how many there were.
+    async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError>;
+}
+
+/// One throttling counter: whose failed attempts it counts. Accounts are the user id of a
+/// known user, else the typed email (so an unknown address is throttled like a known one).
+#[derive(Debug, Clone, Copy)]
+pub enum Throttle<'a> {
+    /// Failed logins from one client address, every account.
+    LoginIp(&'a str),
+    /// Failed logins of one account from one address.
+    AccountIp(&'a Account, &'a str),
+    /// Failed logins of one account from browsers without its device cookie.
+    Account(&'a Account),
+    /// Failed logins of one account from one browser holding its device cookie.
+    Device(&'a Account, &'a str),
+    /// Refreshes from one client address.
+    RefreshIp(&'a str),
+}
+
+/// Who a login names: a known user (by id) or only an email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    User(String),
+    Email(String),
+}
+
+impl Account {
+    /// Unambiguous in a key whatever the id holds.
+    fn encoded(&self) -> String {
+        use base64::Engine;
+        let raw = match self {
+            Account::User(id) => format!("id:{id}"),
+            Account::Email(e) => format!("email:{}", e.trim().to_lowercase()),
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+}
+
+impl Throttle<'_> {
+    /// The stored key. `|` separates parts; addresses and device ids never hold one.
+    pub fn key(&self) -> String {
+        match self {
+            Throttle::LoginIp(ip) => format!("ip|{ip}"),
+            Throttle::AccountIp(a, ip) => format!("acct|{}|ip|{ip}", a.encoded()),
+            Throttle::Account(a) => format!("acct|{}", a.encoded()),
+            Throttle::Device(a, d) => format!("acct|{}|dev|{d}", a.encoded()),
+            Throttle::RefreshIp(ip) => format!("refresh|ip|{ip}"),
+        }
+    }
+}
+
+/// Which throttling counters to forget: every counter of an account, or of a client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlock {
+    Account(Account),
+    Ip(String),
+}
+
+impl Unlock {
+    /// Does the stored counter `key` belong to what is unlocked?
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            Unlock::Account(a) => {
+                let prefix = format!("acct|{}", a.encoded());
+                key.strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('|'))
+            }
+            Unlock::Ip(ip) => key == format!("ip|{ip}") || key.ends_with(&format!("|ip|{ip}")),
+        }
+    }
+
+    /// The key prefix every match starts with (`""` when matches can be anywhere).
+    pub fn prefix(&self) -> String {
+        match self {
+            Unlock::Account(a) => format!("acct|{}", a.encoded()),
+            Unlock::Ip(_) => String::new(),
+        }
     }
 }
 

@@ -349,11 +349,49 @@ impl TokenStore for RedisStore {
 
     async fn rate_limit(
         &self,
-        key: &str,
+        throttle: Throttle<'_>,
         rate: Rate,
         now: u64,
         add: bool,
-    ) -> Option<Result<Result<(), u64>, StoreError>> {
-        Some(self.rate(key, rate, now, add).await)
+    ) -> Result<Result<(), u64>, StoreError> {
+        self.rate(&throttle.key(), rate, now, add).await
     }
+
+    async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError> {
+        let pattern = format!("{P}rl:{}*", glob_escape(&unlock.prefix()));
+        let mut c = self.conn();
+        let keys: Vec<String> = {
+            let mut iter = c
+                .scan_match::<_, String>(&pattern)
+                .await
+                .map_err(unavailable)?;
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                let k = k.map_err(unavailable)?;
+                if k.strip_prefix(&format!("{P}rl:"))
+                    .is_some_and(|rest| unlock.matches(rest))
+                {
+                    keys.push(k);
+                }
+            }
+            keys
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let removed: u64 = c.del(&keys).await.map_err(unavailable)?;
+        Ok(removed)
+    }
+}
+
+/// `s` matched literally by a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }

@@ -2,7 +2,8 @@
 //!
 //! Trees: `families` (sid -> Family JSON), `tokens` (refresh-token hash -> sid, for every
 //! token a family ever had, so replays of old ones are recognised), `user_sessions`
-//! (`user\0sid`), `revocations` (`j:<jti>` / `s:<sid>` -> until, big-endian u64), `meta`.
+//! (`user\0sid`), `revocations` (`j:<jti>` / `s:<sid>` -> until, big-endian u64), `meta`,
+//! `rate_limits` (throttling counters).
 //!
 //! Every call runs on the one writer thread (`writer.rs`), which flushes once per batch and
 //! answers only after that flush: a write is on disk before its caller sees it, concurrent
@@ -83,6 +84,7 @@ impl SledStore {
             user_sessions: tree("user_sessions")?,
             revocations: tree("revocations")?,
             meta: tree("meta")?,
+            rate_limits: tree("rate_limits")?,
             db,
         };
         Ok(Some(SledStore {
@@ -218,5 +220,35 @@ impl TokenStore for SledStore {
                 Some(c) => at = c,
             }
         }
+    }
+
+    /// Failed logins are on disk before the answer; refresh counters wait for the next flush
+    /// (a refresh flushes its rotation anyway).
+    async fn rate_limit(
+        &self,
+        throttle: Throttle<'_>,
+        rate: Rate,
+        now: u64,
+        add: bool,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let key = throttle.key();
+        let (count, window) = (rate.count, rate.window.as_secs().max(1));
+        let access = match throttle {
+            _ if !add => Access::Read,
+            Throttle::RefreshIp(_) => Access::Lazy,
+            _ => Access::Write,
+        };
+        self.writer
+            .call(access, "rate_limit", move |t: &Trees| {
+                t.rate_limit(&key, count, window, now, add)
+            })
+            .await
+    }
+
+    async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError> {
+        let unlock = unlock.clone();
+        self.writer
+            .call(Access::Write, "unlock", move |t: &Trees| t.unlock(&unlock))
+            .await
     }
 }

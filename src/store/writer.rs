@@ -43,6 +43,9 @@ pub trait Durable: Send + 'static {
 pub enum Access {
     Read,
     Write,
+    /// Changes data that may wait for the next flush (a later write's batch, a prune, the
+    /// store closing): throttling counters.
+    Lazy,
 }
 
 /// What the writer has done so far: the ratio of flushes to jobs is what group commit saves.

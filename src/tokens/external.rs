@@ -47,7 +47,7 @@ pub enum JwksError {
 }
 
 /// All trusted issuers.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ExternalIssuers {
     pub issuers: Vec<Arc<Issuer>>,
 }

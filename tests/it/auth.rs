@@ -107,18 +107,20 @@ pub fn auth_gateway(extra: &str, up: &Upstream) -> Gateway {
     let rate = if extra.contains("rate_limits:") {
         ""
     } else {
-        "rate_limits: { login_per_ip: 1000/1m, login_per_account: 1000/1m, refresh_per_ip: 1000/1m }\n"
+        "rate_limits: { login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }\n"
     };
     let tokens = if extra.contains("tokens:") {
         String::new()
     } else {
         "tokens:\n  reuse_grace: 1s\n  signing_keys:\n    - { kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }\n".to_string()
     };
+    let routes = if extra.contains("upstreams:") {
+        String::new()
+    } else {
+        format!("upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /pub, upstream: app, auth: public }}\n  - {{ path_prefix: /, upstream: app }}\n", up.addr)
+    };
     Gateway::start_in(
-        &format!(
-            "{tokens}users: {{ file: users.yaml }}\n{rate}{extra}upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /pub, upstream: app, auth: public }}\n  - {{ path_prefix: /, upstream: app }}\n",
-            up.addr
-        ),
+        &format!("{tokens}users: {{ file: users.yaml }}\n{rate}{extra}{routes}"),
         dir,
     )
 }
@@ -133,7 +135,7 @@ pub fn login_json(gw: &Gateway, email: &str, password: &str) -> Resp {
 }
 
 /// A JSON login claiming to come from `xff` (believed only from a trusted proxy).
-fn login_claiming(gw: &Gateway, xff: &str, email: &str, password: &str) -> Resp {
+pub fn login_claiming(gw: &Gateway, xff: &str, email: &str, password: &str) -> Resp {
     let body = json!({"email": email, "password": password}).to_string();
     post(
         &gw.url("/auth/login"),
@@ -183,7 +185,11 @@ fn login_session_refresh_logout_happy_paths_with_exact_cookies() {
         json!({"id": "alice", "email": "alice@example.com", "roles": ["admin", "user"]})
     );
     let c = set_cookies(&r);
-    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c.len(), 4, "{c:?}");
+    // The device cookie: this browser is now one the account signed in from.
+    let device = c["__Host-pc_device"].clone();
+    assert!(device.has("HttpOnly") && device.has("Secure"), "{device:?}");
+    assert_eq!(device.attr("Max-Age").as_deref(), Some("7776000"));
     let access = &c["__Host-pc_access"];
     assert_eq!(access.value, b["access_token"].as_str().unwrap());
     for (name, http_only, max_age) in [
@@ -236,6 +242,18 @@ fn login_session_refresh_logout_happy_paths_with_exact_cookies() {
         seen.header("x-forwarded-groups").as_deref(),
         Some("admin,user")
     );
+    // None of the gateway's cookies reaches the application, the device cookie included.
+    let with_device = format!(
+        "{}; __Host-pc_device={}; app=1",
+        jar.cookie_header(),
+        device.value
+    );
+    assert_eq!(
+        get(&gw.url("/app"), &[("Cookie", &with_device)]).status,
+        200
+    );
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.header("cookie").as_deref(), Some("app=1"));
 
     // Refresh rotates both cookies.
     let rr = refresh(&gw, &jar);
@@ -375,7 +393,11 @@ fn form_login_with_csrf_and_return_to() {
     let r = form(&csrf, PASSWORD, "/app?x=1");
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location").as_deref(), Some("/app?x=1"));
-    assert_eq!(set_cookies(&r).len(), 3);
+    assert_eq!(
+        set_cookies(&r).len(),
+        4,
+        "the session's three and the device cookie"
+    );
     assert_eq!(form("forged", PASSWORD, "/").status, 403, "login CSRF");
     let wrong = form(&csrf, "nope", "/app");
     assert_eq!(wrong.status, 200);
@@ -612,8 +634,19 @@ fn sixth_failed_login_is_rate_limited_and_xff_does_not_help() {
         assert_eq!(r.status, 401);
     }
     let r = login_json(&gw2, "carol@example.com", PASSWORD);
-    assert_eq!(r.status, 429, "account locked for the window");
-    assert!(gw2.log().contains("\"event\":\"account_locked\""));
+    assert_eq!(
+        r.status, 429,
+        "a browser unknown to the account waits for the window"
+    );
+    let log = gw2.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"login_throttled\""))
+        .expect("a login_throttled audit line");
+    assert!(
+        line.contains("\"reason\":\"login_per_account\"") && line.contains("\"user\":\"carol\""),
+        "{line}"
+    );
 }
 
 #[test]

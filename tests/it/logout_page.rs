@@ -18,7 +18,7 @@ fn gateway(up: &Upstream) -> Gateway {
     std::fs::write(dir.path().join("users.yaml"), users_yaml()).unwrap();
     Gateway::start_in(
         &format!(
-            "tokens:\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\nusers: {{ file: users.yaml }}\nrate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, refresh_per_ip: 1000/1m }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /pub, upstream: app, auth: public }}\n  - {{ path_prefix: /admin, upstream: app, roles: [admin] }}\n  - {{ path_prefix: /, upstream: app }}\n",
+            "tokens:\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\nusers: {{ file: users.yaml }}\nrate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /pub, upstream: app, auth: public }}\n  - {{ path_prefix: /admin, upstream: app, roles: [admin] }}\n  - {{ path_prefix: /, upstream: app }}\n",
             up.addr
         ),
         dir,

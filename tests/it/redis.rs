@@ -67,7 +67,7 @@ fn pair(redis: &RedisServer, up: &Upstream) -> (Gateway, Gateway) {
         std::fs::write(d.path().join("users.yaml"), &users).unwrap();
     }
     let config = format!(
-        "store: {{ backend: redis, redis_url: \"{}\", max_staleness: 5s }}\ntokens:\n  issuer: https://gw.test\n  reuse_grace: 1s\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\nusers: {{ file: users.yaml }}\nrate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, refresh_per_ip: 1000/1m }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app }}\n",
+        "store: {{ backend: redis, redis_url: \"{}\", max_staleness: 5s }}\ntokens:\n  issuer: https://gw.test\n  reuse_grace: 1s\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\nusers: {{ file: users.yaml }}\nrate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app }}\n",
         redis.url(),
         up.addr
     );

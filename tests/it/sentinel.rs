@@ -392,7 +392,7 @@ fn gateway(cluster: &Cluster, up: &Upstream) -> Gateway {
         "store:\n  backend: redis\n  redis_url: \"redis://:{REDIS_PASSWORD}@unused.invalid/0\"\n  redis_sentinel: {{ master_name: {MASTER_NAME}, addresses: [{}] }}\n  redis_min_replicas_acked: 1\n  max_staleness: 30s\n\
          tokens:\n  issuer: https://gw.test\n  reuse_grace: {}s\n  on_reuse: revoke_family\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\n\
          users: {{ file: users.yaml }}\n\
-         rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, refresh_per_ip: 100000/1m }}\n\
+         rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 100000/1m }}\n\
          upstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app }}\n",
         sentinels.join(", "),
         REUSE_GRACE.as_secs(),

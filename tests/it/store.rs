@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits far above what the tests send: they measure the store, not the rate limiter.
-const RATES: &str = "rate_limits: { login_per_ip: 100000/1m, login_per_account: 100000/1m, refresh_per_ip: 100000000/1m }\n";
+const RATES: &str = "rate_limits: { login_per_ip: 100000/1m, login_per_account: 100000/1m, login_per_account_ip: 100000/1m, login_per_device: 100000/1m, refresh_per_ip: 100000000/1m }\n";
 
 /// Every request of these tests must be answered within this.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);

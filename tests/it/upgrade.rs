@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  grace_period: 2s\ntokens:\n  reuse_grace: 10s\n  signing_keys:\n    - { kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }\nrate_limits: { login_per_ip: 100000/1m, login_per_account: 100000/1m, refresh_per_ip: 100000000/1m }\n";
+const CONFIG: &str = "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  grace_period: 2s\ntokens:\n  reuse_grace: 10s\n  signing_keys:\n    - { kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }\nrate_limits: { login_per_ip: 100000/1m, login_per_account: 100000/1m, login_per_account_ip: 100000/1m, login_per_device: 100000/1m, refresh_per_ip: 100000000/1m }\n";
 
 fn client() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -52,12 +52,19 @@ pub(super) fn cookies(c: &CookiesFile) -> R<CookiesConfig> {
         access_name: name("cookies.access_name", &c.access_name, "pc_access")?,
         refresh_name: name("cookies.refresh_name", &c.refresh_name, "pc_refresh")?,
         csrf_name: name("cookies.csrf_name", &c.csrf_name, "pc_csrf")?,
+        device_name: name("cookies.device_name", &None, "pc_device")?,
     };
-    let names = [&cfg.access_name, &cfg.refresh_name, &cfg.csrf_name];
-    if names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+    let names = [
+        &cfg.access_name,
+        &cfg.refresh_name,
+        &cfg.csrf_name,
+        &cfg.device_name,
+    ];
+    let distinct: std::collections::HashSet<_> = names.iter().collect();
+    if distinct.len() != names.len() {
         return invalid(
             "cookies",
-            "access_name, refresh_name and csrf_name must differ",
+            "access_name, refresh_name and csrf_name must differ from each other and from the device cookie (pc_device)",
         );
     }
     Ok(cfg)

@@ -19,7 +19,7 @@ use super::model::*;
 use headers::{cookies, security_headers};
 use routes::{cors, routes, upstreams};
 use server::server;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use store::store;
 use tokens::tokens;
@@ -56,26 +56,34 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         ));
     }
     let (store, store_timeout, upgrade_socket) = store(&file.store, base)?;
+    let pid_file = match (&file.server.pid_file, &store) {
+        (Some(p), _) => resolve_path(base, p),
+        (None, StoreConfig::Sled { path }) => path.with_extension("pid"),
+        (None, StoreConfig::Redis { .. }) => PathBuf::from("/tmp/portcullis.pid"),
+    };
     let rl = &file.rate_limits;
-    let five_per_15m = Rate {
-        count: 5,
-        window: Duration::from_secs(15 * 60),
+    let per = |count: u32, minutes: u64| Rate {
+        count,
+        window: Duration::from_secs(minutes * 60),
     };
     let rate_limits = RateLimits {
-        login_per_ip: rate("rate_limits.login_per_ip", &rl.login_per_ip, five_per_15m)?,
+        login_per_ip: rate("rate_limits.login_per_ip", &rl.login_per_ip, per(100, 15))?,
+        login_per_account_ip: rate(
+            "rate_limits.login_per_account_ip",
+            &rl.login_per_account_ip,
+            per(5, 15),
+        )?,
         login_per_account: rate(
             "rate_limits.login_per_account",
             &rl.login_per_account,
-            five_per_15m,
+            per(20, 15),
         )?,
-        refresh_per_ip: rate(
-            "rate_limits.refresh_per_ip",
-            &rl.refresh_per_ip,
-            Rate {
-                count: 60,
-                window: Duration::from_secs(60),
-            },
+        login_per_device: rate(
+            "rate_limits.login_per_device",
+            &rl.login_per_device,
+            per(10, 15),
         )?,
+        refresh_per_ip: rate("rate_limits.refresh_per_ip", &rl.refresh_per_ip, per(60, 1))?,
     };
     let security_headers = security_headers("security_headers", &file.security_headers)?;
     let ih = &file.identity_headers;
@@ -180,6 +188,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         store,
         store_timeout,
         upgrade_socket,
+        pid_file,
         rate_limits,
         security_headers,
         identity_headers,

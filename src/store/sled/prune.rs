@@ -20,12 +20,14 @@ pub(super) enum PruneCursor {
     Revocations(Option<Vec<u8>>),
     Families(Option<Vec<u8>>),
     Tokens(Option<Vec<u8>>),
+    RateLimits(Option<Vec<u8>>),
 }
 
 impl Trees {
     /// Look at up to [`PRUNE_STEP`] entries from `at`, forgetting what ended before `now`:
     /// revocations, then sessions (with their user index), then refresh-token hashes whose
-    /// session is gone. Returns where to go on, `None` when done.
+    /// session is gone, then throttling counters whose events all left their window. Returns
+    /// where to go on, `None` when done.
     pub(super) fn prune_step(
         &self,
         now: u64,
@@ -35,6 +37,7 @@ impl Trees {
             PruneCursor::Revocations(a) => (&self.revocations, a),
             PruneCursor::Families(a) => (&self.families, a),
             PruneCursor::Tokens(a) => (&self.tokens, a),
+            PruneCursor::RateLimits(a) => (&self.rate_limits, a),
         };
         let entries = match after {
             Some(k) => tree.range::<&[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
@@ -69,6 +72,11 @@ impl Trees {
                         self.tokens.remove(&k).map_err(unavailable)?;
                     }
                 }
+                PruneCursor::RateLimits(_) => {
+                    if be_u64(&v) <= now {
+                        self.rate_limits.remove(&k).map_err(unavailable)?;
+                    }
+                }
             }
             last = Some(k.to_vec());
         }
@@ -77,12 +85,14 @@ impl Trees {
                 PruneCursor::Revocations(_) => PruneCursor::Revocations(last),
                 PruneCursor::Families(_) => PruneCursor::Families(last),
                 PruneCursor::Tokens(_) => PruneCursor::Tokens(last),
+                PruneCursor::RateLimits(_) => PruneCursor::RateLimits(last),
             }));
         }
         Ok(match at {
             PruneCursor::Revocations(_) => Some(PruneCursor::Families(None)),
             PruneCursor::Families(_) => Some(PruneCursor::Tokens(None)),
-            PruneCursor::Tokens(_) => None,
+            PruneCursor::Tokens(_) => Some(PruneCursor::RateLimits(None)),
+            PruneCursor::RateLimits(_) => None,
         })
     }
 }

@@ -14,6 +14,9 @@ pub(super) struct Trees {
     pub(super) user_sessions: ::sled::Tree,
     pub(super) revocations: ::sled::Tree,
     pub(super) meta: ::sled::Tree,
+    /// Throttling counters: key -> when the newest event leaves its window, then each
+    /// event's time (big-endian u64s).
+    pub(super) rate_limits: ::sled::Tree,
 }
 
 /// Why sled could not make a batch durable. Shared rather than copied: every caller of the
@@ -248,5 +251,60 @@ impl Trees {
             }
         }
         Ok(out)
+    }
+}
+
+/// A stored throttling counter: when its newest event leaves the window, and the events.
+fn rate_record(expires: u64, events: &[u64]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 * (events.len() + 1));
+    v.extend_from_slice(&expires.to_be_bytes());
+    for t in events {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    v
+}
+
+impl Trees {
+    pub(super) fn rate_limit(
+        &self,
+        key: &str,
+        count: u32,
+        window: u64,
+        now: u64,
+        add: bool,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let stored = self.rate_limits.get(key).map_err(unavailable)?;
+        let mut events: Vec<u64> = stored
+            .as_deref()
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .skip(1)
+            .map(be_u64)
+            .filter(|t| t + window > now)
+            .collect();
+        if events.len() >= count as usize {
+            let oldest = events[events.len() - count as usize];
+            return Ok(Err((oldest + window).saturating_sub(now).max(1)));
+        }
+        if add {
+            events.push(now);
+            let newest = events.iter().copied().max().unwrap_or(now);
+            self.rate_limits
+                .insert(key, rate_record(newest + window, &events))
+                .map_err(unavailable)?;
+        }
+        Ok(Ok(()))
+    }
+
+    pub(super) fn unlock(&self, unlock: &crate::store::Unlock) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for item in self.rate_limits.scan_prefix(unlock.prefix()) {
+            let (k, _) = item.map_err(unavailable)?;
+            if unlock.matches(&String::from_utf8_lossy(&k)) {
+                self.rate_limits.remove(&k).map_err(unavailable)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
