@@ -20,6 +20,8 @@ have nginx || missing+=(nginx)
 have apache2 || missing+=(apache2)
 have java || missing+=(default-jre-headless)
 [ -f /usr/share/tomcat10/bin/bootstrap.jar ] || missing+=(tomcat10-common)
+# The browser the real-browser tests drive headless (tests/it/browser.rs).
+have chromium || missing+=(chromium)
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   SUDO=""
@@ -62,6 +64,15 @@ if ! python3 -c 'import flask' >/dev/null 2>&1; then
   log "installing Flask (pip)"
   command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
   pip3 install -q flask 2>/dev/null || pip3 install -q --break-system-packages flask
+fi
+
+# puppeteer-core and the other node packages of the browser tests (tests/browser), at the
+# versions of its package-lock.json (again when that changed since); they drive the system
+# Chromium, none is downloaded.
+if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
+  [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  log "installing the browser tests' node packages (npm ci)"
+  PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 # One profile (release) for everything: dependencies are compiled once, argon2 runs at full

@@ -13,6 +13,7 @@ mod store_contract {
 }
 
 mod auth;
+mod browser;
 mod canonical;
 mod check_warnings;
 mod cli;
