@@ -412,6 +412,14 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         metrics.add_tcp(&addr.to_string());
         server.add_service(metrics);
     }
+    if let Some(addr) = config.health.listen {
+        let mut probes = Service::new(
+            "probes".to_string(),
+            HttpServer::new_app(crate::gateway::probes::ProbeApp { live: live.clone() }),
+        );
+        probes.add_tcp(&addr.to_string());
+        server.add_service(probes);
+    }
     for extra in options.extra_services {
         server.add_boxed_service(extra);
     }

@@ -304,7 +304,10 @@ impl Sessions {
         }
         if let Some(r) = refresh {
             if let Some(f) = self.store.family_of(&token_hash(r)).await? {
-                self.revoke_family(&f.sid).await?;
+                // Usually the access token's own session, revoked just above.
+                if access.is_none_or(|v| v.sid != f.sid) {
+                    self.revoke_family(&f.sid).await?;
+                }
             }
         }
         Ok(())

@@ -218,6 +218,7 @@ pub struct HealthFile {
     pub liveness_path: Option<String>,
     pub readiness_path: Option<String>,
     pub readiness_requires_upstreams: Option<String>,
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

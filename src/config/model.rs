@@ -303,6 +303,9 @@ pub struct Health {
     pub readiness: String,
     /// `health.readiness_requires_upstreams`.
     pub readiness_requires_upstreams: RequireUpstreams,
+    /// `health.listen`: a plain listener that answers only the two probes (for a health check
+    /// that must not reach the application or the login, e.g. beside a TLS-only gateway).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Whether upstream health makes readiness fail. The gateway itself is ready without any

@@ -8,6 +8,7 @@
 //! - `ctx.rs`: per-request state, request ids, the client-address policy
 //! - `state.rs`: what the proxy needs, built from one config (again on every reload)
 //! - `routing.rs`: route matching on the canonical path and host
+//! - `probes.rs`: `health.listen`, a listener for the probes alone
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
 //! - `security_headers.rs`: headers on every response
 //! - `cors/`: cross-origin policy: preflights answered here, CORS headers on answers
@@ -30,6 +31,7 @@ pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod idle;
+pub mod probes;
 pub mod request;
 pub mod routing;
 pub mod security_headers;

@@ -165,7 +165,7 @@ async fn local(
     Ok(index.ok_or_else(|| respond::not_found("no route for this path")))
 }
 
-async fn probe(s: &AppState, path: &str) -> LocalResponse {
+pub(super) async fn probe(s: &AppState, path: &str) -> LocalResponse {
     if path == s.config.health.liveness {
         return crate::health::liveness();
     }

@@ -48,6 +48,15 @@ fn secure_cookies_with_an_http_public_url_warn() {
         &config("http://127.0.0.1:8080", "cookies: { secure: false }\n"),
     );
     assert!(w.iter().all(|l| !l.starts_with("cookies.")), "{w:?}");
+    // Browsers treat the loopback as secure: Secure cookies work there over http.
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ] {
+        let w = warnings(dir.path(), &config(url, ""));
+        assert!(w.iter().all(|l| !l.starts_with("cookies.")), "{url}: {w:?}");
+    }
 }
 
 #[test]

@@ -89,3 +89,36 @@ fn with_all_one_down_upstream_fails_readiness_and_is_named() {
     assert_eq!(failing(&body), vec!["upstream api: no healthy peer"]);
     assert_eq!(body["store"], "ok");
 }
+
+#[test]
+fn a_probe_listener_answers_the_probes_and_nothing_else() {
+    let app = Upstream::start();
+    let probe_port = free_port();
+    let gw = Gateway::start(&format!(
+        "health: {{ listen: \"127.0.0.1:{probe_port}\" }}\nupstreams:\n  app: {{ addresses: [\"{}\"] }}\nroutes:\n  - {{ path_prefix: /, upstream: app, auth: public }}\n",
+        app.addr
+    ));
+    let (status, body) = raw_get(probe_port, "/healthz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(probe_port, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"upstreams\""), "{body}");
+    for path in ["/", "/app", "/auth/login", "/auth/jwks.json"] {
+        let (status, _) = raw_get(probe_port, path).unwrap();
+        assert_eq!(status, 404, "{path}");
+    }
+    assert_eq!(app.count(), 0, "nothing reached the application");
+    assert_eq!(get(&gw.url("/app"), &[]).status, 200);
+    let cfg = gw.config_path.to_string_lossy().into_owned();
+    let clash = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("127.0.0.1:{probe_port}"),
+        &format!("127.0.0.1:{}", gw.port),
+    );
+    std::fs::write(gw.data_dir().join("clash.yaml"), clash).unwrap();
+    let (code, _, err) = run_cli(&["check", "-c", "clash.yaml"], gw.data_dir());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("health.listen") && err.contains("server.listen[0]"),
+        "{err}"
+    );
+}

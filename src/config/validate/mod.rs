@@ -47,10 +47,10 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     let server = server(&file.server, base, &mut warnings)?;
     let tokens = tokens(&file.tokens, &server.public_url, base, &mut warnings)?;
     let cookies = cookies(&file.cookies)?;
-    if cookies.secure && server.public_url.starts_with("http://") {
+    if cookies.secure && server.public_url.starts_with("http://") && !loopback(&server.public_url) {
         warnings.push(format!(
             "cookies.secure: true while server.public_url is {}: browsers do not send Secure \
-             (__Host-) cookies over plain http (only some exempt localhost), so sign-ins do not \
+             (__Host-) cookies over plain http (except to localhost), so sign-ins do not \
              stick; use an https:// public_url, or cookies.secure: false for local development",
             server.public_url
         ));
@@ -120,11 +120,23 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
                 ("all", RequireUpstreams::All),
             ],
         )?,
+        listen: match &file.health.listen {
+            Some(l) => Some(own_listen("health.listen", l, &server)?),
+            None => None,
+        },
     };
     let metrics_listen = match &file.metrics {
-        Some(m) => Some(metrics_listen(&m.listen, &server)?),
+        Some(m) => Some(own_listen("metrics.listen", &m.listen, &server)?),
         None => None,
     };
+    if let (Some(h), Some(m)) = (health.listen, metrics_listen) {
+        if binds_same(h, m) {
+            return invalid(
+                "health.listen",
+                format!("{h} is also metrics.listen; give each its own address"),
+            );
+        }
+    }
     let logging = Logging {
         format: one_of(
             "logging.format",
@@ -203,20 +215,22 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     })
 }
 
-/// `metrics.listen`, which must not take one of the proxy's own listen addresses (Pingora
-/// would stop at start-up on a bind error that names neither key).
-fn metrics_listen(value: &str, server: &ServerConfig) -> R<std::net::SocketAddr> {
-    let addr = socket_addr("metrics.listen", value)?;
+/// A listener of its own (`metrics.listen`, `health.listen`), which must not take one of the
+/// proxy's own listen addresses (Pingora would stop at start-up on a bind error that names
+/// neither key).
+fn own_listen(key: &str, value: &str, server: &ServerConfig) -> R<std::net::SocketAddr> {
+    let addr = socket_addr(key, value)?;
     let plain = server.listen.iter().map(|a| ("server.listen", a));
     let tls = server.tls.iter().flat_map(|t| &t.listen);
     let taken = plain
         .enumerate()
         .chain(tls.map(|a| ("server.tls.listen", a)).enumerate());
-    for (i, (key, other)) in taken {
+    for (i, (taken, other)) in taken {
         if binds_same(addr, *other) {
+            let what = key.split('.').next().unwrap_or(key);
             return invalid(
-                "metrics.listen",
-                format!("{addr} is also {key}[{i}] ({other}); give metrics an address of its own"),
+                key,
+                format!("{addr} is also {taken}[{i}] ({other}); give {what} an address of its own"),
             );
         }
     }
@@ -240,4 +254,22 @@ fn probe_path(key: &str, value: &str) -> R<String> {
         );
     }
     Ok(value.to_string())
+}
+
+/// Is `url`'s host the loopback (where browsers treat plain http as secure)?
+fn loopback(url: &str) -> bool {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
