@@ -58,6 +58,21 @@ fn by_default_a_down_upstream_is_listed_but_the_gateway_is_ready() {
     assert!(failing(&body).is_empty(), "{body}");
     // The routes to the other group are still served.
     assert_eq!(get(&gw.url("/api/x"), &[]).status, 200);
+    // The peer coming back is seen and logged, as its going down was.
+    let addr = app.addr;
+    let _back = Upstream::start_on(addr);
+    let (status, _) = wait_peers(&gw, 1, 1);
+    assert_eq!(status, 200);
+    let log = gw.log();
+    let line = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(what) && l.contains("\"upstream\":\"app\""))
+            .count()
+    };
+    assert_eq!(line("upstream peer is down"), 1, "{log}");
+    assert_eq!(line("upstream peer is up"), 1, "{log}");
+    assert!(log.contains(&format!("\"peer\":\"{addr}\"")));
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
 }
 
 #[test]
