@@ -42,6 +42,24 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     /// Cross-origin policy for `/auth/*`.
     pub cors: Option<CorsFile>,
+    #[serde(default)]
+    pub client: ClientFile,
+    #[serde(default)]
+    pub login_page: LoginPageFile,
+}
+
+/// The browser client (`/auth/client.js`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub warn_before: Option<String>,
+    pub banner: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginPageFile {
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +216,7 @@ pub struct RouteFile {
     pub strict_paths: Option<bool>,
     pub cors: Option<CorsFile>,
     pub security_headers: Option<SecurityHeadersFile>,
+    pub inject_client: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct Config {
     /// The file it came from (for messages); relative paths were resolved against its directory.
     pub source: PathBuf,
+    pub client: ClientConfig,
+    /// `login_page.title`: names the application on the login page.
+    pub login_title: String,
     pub server: ServerConfig,
     pub tokens: TokensConfig,
     pub cookies: CookiesConfig,
@@ -269,6 +272,8 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// Replaces the global security headers on this route's answers.
     pub security_headers: Option<SecurityHeaders>,
+    /// Insert the browser client's script tag into this route's HTML pages.
+    pub inject_client: bool,
 }
 
 /// `routes[].path_params`: routes always match on the path with every segment's `;params`
@@ -349,4 +354,11 @@ pub struct Limits {
     /// are accepted. Never more than half of what the open-file limit leaves free (each client
     /// may need an upstream connection too).
     pub max_connections: usize,
+}
+
+/// The browser client: when it warns before the session ends, and whether it shows a banner.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    pub warn_before: Duration,
+    pub banner: bool,
 }

@@ -37,6 +37,8 @@ pub struct RequestCtx {
     /// An accepted `Upgrade: websocket` request, and its registration once connected.
     pub websocket: bool,
     pub ws_id: Option<u64>,
+    /// The browser client's tag going into this HTML answer (`inject_client`).
+    pub inject: Option<super::inject::Injector>,
 }
 
 impl RequestCtx {
@@ -60,6 +62,7 @@ impl RequestCtx {
             set_cookies: Vec::new(),
             websocket: false,
             ws_id: None,
+            inject: None,
         }
     }
 

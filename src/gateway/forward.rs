@@ -97,6 +97,10 @@ pub fn upstream_request(
     }
     let c = &s.config.cookies;
     identity::strip_cookies(upstream, &c.ours());
+    if injects(s, ctx) {
+        // The script tag goes into the page as it comes: not compressed.
+        upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    }
     ctx.upstream_started = Some(Instant::now());
     Ok(())
 }
@@ -161,7 +165,17 @@ pub fn response(
     if let Some(policy) = ctx.route.and_then(|i| s.cors.route(i)) {
         cors::apply(resp, policy, req, true);
     }
+    if injects(s, ctx) {
+        ctx.inject = super::inject::begin(req, resp)?;
+    }
     Ok(())
+}
+
+/// Does the request's route have the browser client put into its pages?
+fn injects(s: &AppState, ctx: &RequestCtx) -> bool {
+    ctx.route
+        .and_then(|i| s.config.routes.get(i))
+        .is_some_and(|r| r.inject_client)
 }
 
 /// An upstream may not set the gateway's own cookies: its `Set-Cookie` values for `ours` go,

@@ -9,6 +9,7 @@
 //! - `state.rs`: what the proxy needs, built from one config (again on every reload)
 //! - `routing.rs`: route matching on the canonical path and host
 //! - `probes.rs`: `health.listen`, a listener for the probes alone
+//! - `inject.rs`: the browser client's script tag in the HTML of `inject_client` routes
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
 //! - `security_headers.rs`: headers on every response
 //! - `cors/`: cross-origin policy: preflights answered here, CORS headers on answers
@@ -31,6 +32,7 @@ pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod idle;
+pub mod inject;
 pub mod probes;
 pub mod request;
 pub mod routing;
@@ -141,6 +143,19 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let s = ctx.state.clone();
         forward::response(&s, session.req_header(), resp, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(inject) = ctx.inject.as_mut() {
+            inject.filter(body, end_of_stream);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -50,6 +50,7 @@ mod tests {
             strict_paths: true,
             cors: None,
             security_headers: None,
+            inject_client: false,
         };
         let routes = vec![
             route(Some("a.example"), "/"),

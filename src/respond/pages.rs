@@ -7,11 +7,12 @@ use crate::demo::escape_html;
 
 /// The one style sheet of every gateway page, kept here so that no page restates it.
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-main{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);width:20rem}
+main{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);width:100%;max-width:20rem;box-sizing:border-box;margin:1rem}
 label{display:block;margin:.8rem 0 .3rem}input[type=email],input[type=password]{width:100%;padding:.5rem;box-sizing:border-box}
 button{margin-top:1.2rem;width:100%;padding:.6rem;background:#1f5fbf;color:#fff;border:0;border-radius:4px;font-size:1rem}
 a{color:#1f5fbf}.links a{display:inline-block;margin-right:1rem}
-.error{color:#a40000;background:#fde8e8;padding:.5rem;border-radius:4px}";
+.error{color:#a40000;background:#fde8e8;padding:.5rem;border-radius:4px}
+.notice{color:#4a3b00;background:#fff4cc;padding:.5rem;border-radius:4px}";
 
 /// A whole page: `title` (escaped here) and `main`, the markup inside `<main>`, which the
 /// caller has already escaped.

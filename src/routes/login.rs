@@ -1,6 +1,6 @@
 //! `GET /auth/login` (the form) and `POST /auth/login` (JSON, or the form posted back).
 
-use super::login_page::{page_csrf, render, safe_return_to};
+use super::login_page::{page_csrf, render, safe_return_to, LoginView, SESSION_EXPIRED};
 use super::{media_type, with_cookies, Call, Endpoints};
 use crate::auth::cookie_value;
 use crate::auth::cookies::{self, secure_eq, session_cookies};
@@ -21,18 +21,23 @@ struct LoginJson {
     password: String,
 }
 
-/// `GET /auth/login`: the form, with a CSRF token (reusing the cookie's when present).
+/// `GET /auth/login`: the form, with a CSRF token (reusing the cookie's when present);
+/// `session_expired=1` adds the notice that the session ended.
 pub fn page(ep: &Endpoints, req: &RequestHeader) -> LocalResponse {
-    let return_to = req
-        .uri
-        .query()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "return_to")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_else(|| "/".into());
-    page_response(ep, req, 200, &safe_return_to(&return_to), None, "")
+    let mut return_to = String::from("/");
+    let mut expired = false;
+    for (k, v) in form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "return_to" => return_to = v.into_owned(),
+            "session_expired" => expired = v == "1",
+            _ => {}
+        }
+    }
+    let view = LoginView {
+        notice: expired.then_some(SESSION_EXPIRED),
+        ..LoginView::default()
+    };
+    page_response(ep, req, 200, &safe_return_to(&return_to), view)
 }
 
 fn page_response(
@@ -40,11 +45,14 @@ fn page_response(
     req: &RequestHeader,
     status: u16,
     return_to: &str,
-    error: Option<&str>,
-    email: &str,
+    view: LoginView<'_>,
 ) -> LocalResponse {
     let (csrf, set) = page_csrf(ep, req);
-    let mut r = LocalResponse::html(status, render(&csrf, return_to, error, email));
+    let view = LoginView {
+        title: &ep.auth.config.login_title,
+        ..view
+    };
+    let mut r = LocalResponse::html(status, render(&csrf, return_to, &view));
     if let Some(set) = set {
         r = r.header(SET_COOKIE, set);
     }
@@ -192,7 +200,12 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     }
     // The login page again, with a message, the typed email and the same return_to.
     let again = |status: u16, message: &str| {
-        page_response(ep, req, status, &return_to, Some(message), &email)
+        let view = LoginView {
+            error: Some(message),
+            email: &email,
+            ..LoginView::default()
+        };
+        page_response(ep, req, status, &return_to, view)
     };
     const UNAVAILABLE: &str = "Sign-in is unavailable. Try again shortly.";
     let login = password_login(state, &ep.login, attempt(ep, call, &email, password));

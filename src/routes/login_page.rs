@@ -11,25 +11,68 @@ use crate::tokens::access::random_id;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-/// Render the page. `csrf` goes into the hidden field; `error` is shown above the form.
-pub fn render(csrf: &str, return_to: &str, error: Option<&str>, email: &str) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e)))
+/// What the login page shows besides its form.
+#[derive(Default)]
+pub struct LoginView<'a> {
+    /// `login_page.title`: names the application.
+    pub title: &'a str,
+    /// Shown above the form, announced to screen readers (`role="alert"`).
+    pub error: Option<&'a str>,
+    /// A calmer note above the form (`role="status"`): the session ended.
+    pub notice: Option<&'a str>,
+    /// The email typed last time.
+    pub email: &'a str,
+}
+
+/// The notice a `session_expired=1` login page shows.
+pub const SESSION_EXPIRED: &str = "Your session has expired. Please sign in again.";
+
+/// Render the page. `csrf` goes into the hidden field. The first field with something to fix
+/// gets the focus: the password after an error (the email is kept), else the email.
+pub fn render(csrf: &str, return_to: &str, view: &LoginView<'_>) -> String {
+    let error = view
+        .error
+        .map(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
+                escape_html(e)
+            )
+        })
         .unwrap_or_default();
+    let notice = view
+        .notice
+        .map(|n| format!("<p class=\"notice\" role=\"status\">{}</p>", escape_html(n)))
+        .unwrap_or_default();
+    let described = if view.error.is_some() {
+        " aria-describedby=\"login-error\" aria-invalid=\"true\""
+    } else {
+        ""
+    };
+    let (email_focus, password_focus) = if view.error.is_some() && !view.email.is_empty() {
+        ("", " autofocus")
+    } else {
+        (" autofocus", "")
+    };
+    let title = if view.title.is_empty() {
+        "Sign in"
+    } else {
+        view.title
+    };
     document(
-        "Sign in",
+        title,
         &format!(
-            r#"<h1>Sign in</h1>{error}
+            r#"<h1>{title}</h1>{notice}{error}
 <form method="post" action="/auth/login" id="login">
 <input type="hidden" name="csrf" value="{csrf}">
 <input type="hidden" name="return_to" value="{return_to}">
-<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required value="{email}">
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required value="{email}"{email_focus}{described}>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required{password_focus}{described}>
 <button type="submit">Sign in</button>
 </form>"#,
+            title = escape_html(title),
             csrf = escape_html(csrf),
             return_to = escape_html(return_to),
-            email = escape_html(email),
+            email = escape_html(view.email),
         ),
     )
 }
@@ -102,7 +145,13 @@ mod tests {
 
     #[test]
     fn page_escapes_values() {
-        let html = render("c\"sr", "/x\"><script>", Some("<b>"), "");
+        let view = LoginView {
+            title: "<App>",
+            error: Some("<b>"),
+            ..LoginView::default()
+        };
+        let html = render("c\"sr", "/x\"><script>", &view);
+        assert!(html.contains("<h1>&lt;App&gt;</h1>"));
         assert!(html.contains("value=\"c&quot;sr\""));
         assert!(!html.contains("<script>") && html.contains("&lt;b&gt;"));
     }

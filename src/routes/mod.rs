@@ -5,9 +5,11 @@
 //!
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
+//! - `client.rs`: the browser client script (`client.js`)
 //! - `refresh.rs`, `logout.rs` (logout: JSON, the sign-out page and its form; logout-all),
 //!   `session.rs`, `jwks.rs`
 
+pub mod client;
 pub mod jwks;
 pub mod login;
 pub mod login_page;
@@ -46,6 +48,13 @@ pub struct Call<'a> {
 /// Answer a request under `/auth/`.
 pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalResponse {
     let method = &call.req.method;
+    if path == "/auth/client.js" {
+        // Cached by browsers (revalidated with its ETag), unlike every other `/auth` answer.
+        return match *method {
+            Method::GET | Method::HEAD => client::script(call.req),
+            _ => respond::method_not_allowed("GET, HEAD"),
+        };
+    }
     let resp = match (path, method) {
         ("/auth/login", &Method::GET) => login::page(ep, call.req),
         ("/auth/login", &Method::POST) => login::login(ep, call).await,

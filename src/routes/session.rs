@@ -1,4 +1,6 @@
-//! `GET /auth/session`: who the caller is and when their access token and session end.
+//! `GET /auth/session`: who the caller is, when their access token and session end (the
+//! session's absolute end, and its idle end, which each refresh moves), and what the browser
+//! client needs to warn before that.
 
 use super::Endpoints;
 use crate::auth::verify_request;
@@ -17,15 +19,19 @@ pub async fn info(ep: &Endpoints, req: &RequestHeader) -> LocalResponse {
         Ok(v) => v,
         Err(f) => return respond::refused(f),
     };
-    let session_exp = match auth.store.family(&v.sid).await {
-        Ok(Some(f)) => Some(f.expires_at()),
-        Ok(None) => None,
+    let (session_exp, idle_exp) = match auth.store.family(&v.sid).await {
+        Ok(Some(f)) => (Some(f.max_exp), Some(f.idle_exp.min(f.max_exp))),
+        Ok(None) => (None, None),
         Err(_) => return respond::store_unavailable(),
     };
+    let client = &auth.config.client;
     let body = json!({
         "user": { "id": v.sub, "email": v.email, "roles": v.roles },
         "access_expires_at": rfc3339(v.exp),
         "session_expires_at": session_exp.map(rfc3339),
+        "idle_expires_at": idle_exp.map(rfc3339),
+        "warn_before": client.warn_before.as_secs(),
+        "banner": client.banner,
     });
     LocalResponse::json(200, &body)
 }

@@ -225,7 +225,10 @@ fn login_session_refresh_logout_happy_paths_with_exact_cookies() {
     assert_eq!(s.status, 200, "{}", s.body);
     let sb = s.json();
     assert_eq!(sb["user"]["id"], "alice");
-    for k in ["access_expires_at", "session_expires_at"] {
+    assert_eq!(sb["warn_before"], 300);
+    assert_eq!(sb["banner"], true);
+    assert!(sb["idle_expires_at"].as_str() <= sb["session_expires_at"].as_str());
+    for k in ["access_expires_at", "session_expires_at", "idle_expires_at"] {
         let t = sb[k].as_str().unwrap();
         assert!(
             t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
@@ -886,4 +889,51 @@ fn every_local_401_carries_a_challenge() {
         }
     }
     assert_eq!(up.count(), 0, "nothing reached the application");
+}
+
+#[test]
+fn the_login_page_names_the_app_and_says_when_a_session_expired() {
+    let up = Upstream::start();
+    let gw = auth_gateway(
+        "login_page: { title: Payroll }\nclient: { warn_before: 2m, banner: false }\n",
+        &up,
+    );
+    let r = get(&gw.url("/auth/login?return_to=/app&session_expired=1"), &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("<title>Payroll</title>") && r.body.contains("<h1>Payroll</h1>"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("role=\"status\">Your session has expired. Please sign in again.</p>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("name=\"return_to\" value=\"/app\""));
+    let plain = get(&gw.url("/auth/login"), &[]);
+    assert!(!plain.body.contains("session has expired"));
+    // A failed form login announces its error and puts the focus on the password.
+    let jar = Jar::from(&login_json(&gw, "alice@example.com", PASSWORD), "__Host-");
+    let s = get(
+        &gw.url("/auth/session"),
+        &[("Cookie", &jar.cookie_header())],
+    )
+    .json();
+    assert_eq!(s["warn_before"], 120);
+    assert_eq!(s["banner"], false);
+    for bad in [
+        "login_page: { title: \"\" }\n",
+        "client: { warn_before: soon }\n",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pc.yaml"), bad).unwrap();
+        let (code, _, err) = run_cli(&["check", "-c", "pc.yaml"], dir.path());
+        assert_eq!(code, 1, "{bad}");
+        assert!(
+            err.contains("login_page.title") || err.contains("client.warn_before"),
+            "{err}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ mod cors;
 mod demo;
 mod deploy_paths;
 mod differential;
+mod inject;
 mod limits;
 mod logout_page;
 mod observability;

@@ -125,6 +125,20 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             None => None,
         },
     };
+    let client = ClientConfig {
+        warn_before: duration_or(
+            "client.warn_before",
+            &file.client.warn_before,
+            Duration::from_secs(300),
+        )?,
+        banner: file.client.banner.unwrap_or(true),
+    };
+    let login_title = match file.login_page.title.as_deref().map(str::trim) {
+        None => "Sign in".to_string(),
+        Some("") => return invalid("login_page.title", "must not be empty"),
+        Some(t) if t.len() > 100 => return invalid("login_page.title", "at most 100 bytes"),
+        Some(t) => t.to_string(),
+    };
     let metrics_listen = match &file.metrics {
         Some(m) => Some(own_listen("metrics.listen", &m.listen, &server)?),
         None => None,
@@ -211,6 +225,8 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         logging,
         limits,
         cors,
+        client,
+        login_title,
         warnings,
     })
 }

@@ -143,6 +143,7 @@ pub(super) fn routes(
                 Some(h) => Some(security_headers(&format!("{key}.security_headers"), h)?),
                 None => None,
             },
+            inject_client: route.inject_client.unwrap_or(false),
         });
     }
     if out.is_empty() {
