@@ -28,41 +28,66 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// The identity headers the demo shows.
+const SHOWN: [&str; 7] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// The demo page's own script (external: the page has no inline code).
+const PAGE_SCRIPT: &str = include_str!("demo_page.js");
+
 #[async_trait]
 impl ServeHttp for DemoApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let mut rows = String::new();
-        for name in [
-            "x-forwarded-user",
-            "x-forwarded-email",
-            "x-forwarded-groups",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-request-id",
-        ] {
-            let value = req
-                .headers
+        let header = |name: &str| {
+            req.headers
                 .get(name)
-                .map(|v| escape_html(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_else(|| "<em>(not sent)</em>".into());
-            let _ = write!(rows, "<tr><th>{name}</th><td>{value}</td></tr>");
-        }
-        let path = escape_html(req.uri.path());
-        let body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Legacy app (portcullis demo)</title>\
-             <style>body{{font-family:sans-serif;margin:2em auto;max-width:48em}}th{{text-align:left;padding-right:1em}}</style></head>\
-             <body><h1>Legacy app</h1><p>This page knows nothing about logins. portcullis authenticated you and told it who you are:</p>\
-             <table>{rows}</table><p>Path: <code>{path}</code></p>\
-             <button id=\"logout\" type=\"button\">Log out</button>\
-             <script>document.getElementById('logout').onclick=function(){{var m=document.cookie.match(/(?:^|; )(?:__Host-)?pc_csrf=([^;]*)/);\
-             fetch('/auth/logout',{{method:'POST',headers:{{'X-CSRF-Token':m?m[1]:''}}}}).then(function(){{location.href='/auth/login';}});}};</script>\
-             </body></html>"
-        );
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let (content_type, body) = match req.uri.path() {
+            "/demo.js" => ("text/javascript; charset=utf-8", PAGE_SCRIPT.to_string()),
+            "/api/whoami" => {
+                let mut seen = serde_json::Map::new();
+                for name in SHOWN {
+                    seen.insert(name.into(), header(name).into());
+                }
+                (
+                    "application/json",
+                    serde_json::Value::Object(seen).to_string(),
+                )
+            }
+            path => {
+                let mut rows = String::new();
+                for name in SHOWN {
+                    let value = header(name)
+                        .map(|v| escape_html(&v))
+                        .unwrap_or_else(|| "<em>(not sent)</em>".into());
+                    let _ = write!(rows, "<tr><th>{name}</th><td>{value}</td></tr>");
+                }
+                let path = escape_html(path);
+                let page = format!(
+                    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Legacy app (portcullis demo)</title>\
+                     <style>body{{font-family:sans-serif;margin:2em auto;max-width:48em;padding:0 1em}}th{{text-align:left;padding-right:1em}}</style>\
+                     <script src=\"/demo.js\" defer></script></head>\
+                     <body><h1>Legacy app</h1><p>This page knows nothing about logins. portcullis authenticated you and told it who you are:</p>\
+                     <table>{rows}</table><p>Path: <code>{path}</code></p>\
+                     <p>Session ends in <strong id=\"left\">...</strong> unless you stay active: a minute before, portcullis warns you.</p>\
+                     <p><button id=\"call-api\" type=\"button\">Call the API</button> <code id=\"api-result\"></code></p>\
+                     <p><a href=\"/auth/logout\">Sign out</a></p></body></html>"
+                );
+                ("text/html; charset=utf-8", page)
+            }
+        };
         Response::builder()
             .status(200)
-            .header("Content-Type", "text/html; charset=utf-8")
+            .header("Content-Type", content_type)
             .header("Content-Length", body.len())
             .header("Server", "legacy-demo/1.0")
             .body(body.into_bytes())
@@ -145,8 +170,10 @@ store:
   path: data/demo.db
 users:
   file: data/demo-users.yaml
+# Short lifetimes, so that the refresh and the expiry warning are seen within a minute.
 tokens:
-  access_ttl: 5m
+  access_ttl: 30s
+  refresh_ttl: 2m
   signing_keys:
     - {{ kid: demo, algorithm: EdDSA, private_key_file: data/demo-keys/demo.private.pem }}
 logging:
@@ -156,8 +183,10 @@ upstreams:
   demo:
     addresses: ["127.0.0.1:{upstream_port}"]
     health_check: {{ path: /, interval: 1s }}
+client:
+  warn_before: 1m
 routes:
-  - {{ path_prefix: /, upstream: demo }}
+  - {{ path_prefix: /, upstream: demo, inject_client: true }}
 "#
     )
 }

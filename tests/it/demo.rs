@@ -95,6 +95,20 @@ fn demo_serves_the_legacy_page_through_the_gateway() {
             page.header("server").is_none(),
             "demo upstream's Server header removed"
         );
+        // The page loads the browser client (injected once) and its own countdown script.
+        let tag = "<script src=\"/auth/client.js\" defer></script>";
+        assert_eq!(page.body.matches(tag).count(), 1, "{}", page.body);
+        assert!(page
+            .body
+            .contains("<script src=\"/demo.js\" defer></script>"));
+        assert!(page.body.contains("id=\"call-api\""));
+        let cookie = format!("pc_access={token}");
+        let script = get(&format!("{base}/demo.js"), &[("Cookie", &cookie)]);
+        assert!(script.body.contains("portcullis.fetch"), "{}", script.body);
+        let api = get(&format!("{base}/api/whoami"), &[("Cookie", &cookie)]);
+        assert_eq!(api.json()["x-forwarded-user"], "demo", "{}", api.body);
+        let client = get(&format!("{base}/auth/client.js"), &[]);
+        assert_eq!(client.status, 200);
         assert!(
             dir.path().join("data/demo.db").exists(),
             "embedded store under data/"
