@@ -3,7 +3,7 @@
 # instrumented build, a training run on loopback, the optimized build; BENCHMARKS.md).
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake=3.25.* python3=3.11.* \
+ && apt-get install -y --no-install-recommends python3=3.11.* \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -10,8 +10,7 @@ log() { printf '\n== %s\n' "$*"; }
 # --- system packages -------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
-have cmake || missing+=(cmake)
-have cc || missing+=(gcc)
+have cc || missing+=(gcc libc6-dev)  # the C compiler Rust links with, and the C parts of the build
 have redis-server || missing+=(redis-server)
 have redis-sentinel || missing+=(redis-sentinel)  # the failover test (tests/it/sentinel.rs)
 # The real servers the differential tests (tests/it/differential.rs) put behind the gateway.
