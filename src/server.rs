@@ -329,6 +329,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         UsersReloader {
             users: users.clone(),
             metrics: metrics.clone(),
+            sessions: sessions.clone(),
         },
     ));
     server.add_service(pingora::services::background::background_service(

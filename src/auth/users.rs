@@ -200,14 +200,14 @@ impl UserDirectory {
         self.len() == 0
     }
 
-    /// Reload when the file's modification time changed. Returns whether a new version was
-    /// taken; an invalid one is logged and the last good version stays.
-    pub fn reload_if_changed(&self) -> Option<bool> {
+    /// Reload when the file's modification time changed. An invalid version is logged and
+    /// the last good one stays.
+    pub fn reload_if_changed(&self) -> Reload {
         let now = mtime(&self.path);
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
-                return None;
+                return Reload::Unchanged;
             }
             *seen = now;
         }
@@ -217,21 +217,45 @@ impl UserDirectory {
         {
             Ok(users) => {
                 tracing::info!(target: "portcullis::users", users = users.by_id.len(), "users file reloaded");
-                self.current.store(Arc::new(users));
-                Some(true)
+                let old = self.current.swap(Arc::new(users));
+                let new = self.current.load();
+                let ended = old
+                    .by_id
+                    .iter()
+                    .filter(|(id, was)| match new.by_id.get(*id) {
+                        None => true,
+                        Some(now) => now.disabled && !was.disabled,
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                Reload::Loaded { ended }
             }
             Err(e) => {
                 tracing::error!(target: "portcullis::users", error = %e, "users file invalid; keeping the last good version");
-                Some(false)
+                Reload::Invalid
             }
         }
     }
 }
 
+/// What a look at the users file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Invalid,
+    /// A new version is in use; `ended` are the users it removed or disabled.
+    Loaded {
+        ended: Vec<String>,
+    },
+}
+
 /// Background service: poll the users file once a second; reloads counted in the metrics.
+/// A user removed from the file or disabled in it loses every session at once (their access
+/// tokens stop working too).
 pub struct UsersReloader {
     pub users: Arc<UserDirectory>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub sessions: Arc<super::sessions::Sessions>,
 }
 
 #[async_trait::async_trait]
@@ -240,12 +264,35 @@ impl pingora::services::background::BackgroundService for UsersReloader {
         let second = std::time::Duration::from_secs(1);
         crate::clock::every(second, &mut shutdown, || async {
             let dir = self.users.clone();
-            if let Ok(Some(ok)) = tokio::task::spawn_blocking(move || dir.reload_if_changed()).await
-            {
-                self.metrics.reloaded(true, ok);
+            match tokio::task::spawn_blocking(move || dir.reload_if_changed()).await {
+                Ok(Reload::Loaded { ended }) => {
+                    self.metrics.reloaded(true, true);
+                    for user in ended {
+                        self.end_sessions(&user).await;
+                    }
+                }
+                Ok(Reload::Invalid) => self.metrics.reloaded(true, false),
+                _ => {}
             }
         })
         .await
+    }
+}
+
+impl UsersReloader {
+    async fn end_sessions(&self, user: &str) {
+        match self.sessions.logout_all(user).await {
+            Ok(n) => {
+                self.metrics
+                    .revocations
+                    .with_label_values(&["user_removed"])
+                    .inc();
+                tracing::warn!(target: "portcullis::audit", event = "user_sessions_ended", user, sessions = n, reason = "removed_or_disabled");
+            }
+            Err(e) => {
+                tracing::error!(target: "portcullis::users", user, error = %e, "cannot end the sessions of a removed or disabled user; retried at the next change of the users file");
+            }
+        }
     }
 }
 
@@ -326,7 +373,7 @@ mod tests {
         std::fs::write(&p, "users: [not, a, map]\n").unwrap();
         // Force a different mtime even on coarse file systems.
         *d.seen.lock().unwrap() = None;
-        assert_eq!(d.reload_if_changed(), Some(false));
+        assert_eq!(d.reload_if_changed(), Reload::Invalid);
         assert!(d.by_email("a@x.test").is_some());
         std::fs::write(
             &p,
@@ -334,7 +381,12 @@ mod tests {
         )
         .unwrap();
         *d.seen.lock().unwrap() = None;
-        assert_eq!(d.reload_if_changed(), Some(true));
+        assert_eq!(
+            d.reload_if_changed(),
+            Reload::Loaded {
+                ended: vec!["alice".into()]
+            }
+        );
         assert!(d.by_email("a@x.test").is_none() && d.by_id("bob").is_some());
     }
 }

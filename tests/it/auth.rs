@@ -811,6 +811,66 @@ fn users_file_reload_and_invalid_versions() {
 }
 
 #[test]
+fn a_removed_or_disabled_user_loses_every_session_within_two_seconds() {
+    let up = Upstream::start();
+    let gw = auth_gateway("", &up);
+    let path = gw.data_dir().join("users.yaml");
+    let alice = Jar::from(&login_json(&gw, "alice@example.com", PASSWORD), "__Host-");
+    let carol = Jar::from(&login_json(&gw, "carol@example.com", PASSWORD), "__Host-");
+    let alice_bearer = format!("Bearer {}", alice.access);
+    assert_eq!(
+        get(&gw.url("/app"), &[("Authorization", &alice_bearer)]).status,
+        200
+    );
+    // alice disabled, carol removed.
+    let h = portcullis::auth::password::hash_password(PASSWORD);
+    std::fs::write(
+        &path,
+        format!("users:\n  alice: {{ email: alice@example.com, password: \"{h}\", roles: [admin], disabled: true }}\n"),
+    )
+    .unwrap();
+    let changed = Instant::now();
+    let json = [("Accept", "application/json")];
+    loop {
+        let a = get(
+            &gw.url("/app"),
+            &[("Authorization", &alice_bearer), json[0]],
+        );
+        let c = get(
+            &gw.url("/app"),
+            &[
+                ("Authorization", &format!("Bearer {}", carol.access)),
+                json[0],
+            ],
+        );
+        if a.status == 401 && c.status == 401 {
+            assert_eq!(a.json()["error"], "token_revoked");
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_millis(2500),
+            "still served: {} {}",
+            a.status,
+            c.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Their refresh tokens are dead too.
+    for jar in [&alice, &carol] {
+        assert_eq!(refresh(&gw, jar).status, 403);
+    }
+    let log = gw.log();
+    for user in ["alice", "carol"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("\"event\":\"user_sessions_ended\"")
+                    && l.contains(&format!("\"user\":\"{user}\""))),
+            "{log}"
+        );
+    }
+}
+
+#[test]
 fn hash_password_cli() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(BIN)
