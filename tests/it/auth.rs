@@ -445,20 +445,19 @@ fn unknown_wrong_and_disabled_look_the_same_and_take_the_same_time() {
         serde_json::from_str::<serde_json::Value>(&bodies[0]).unwrap()["error"],
         "invalid_credentials"
     );
-    let medians: Vec<f64> = times
-        .iter_mut()
-        .map(|t| {
-            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            t[t.len() / 2]
-        })
+    // The fastest of each case: what the work itself costs. Load on a shared machine only
+    // ever adds time, so the minimum tells a cheaper path from noise where a median does not.
+    let fastest: Vec<f64> = times
+        .iter()
+        .map(|t| t.iter().cloned().fold(f64::MAX, f64::min))
         .collect();
     let (min, max) = (
-        medians.iter().cloned().fold(f64::MAX, f64::min),
-        medians.iter().cloned().fold(0.0, f64::max),
+        fastest.iter().cloned().fold(f64::MAX, f64::min),
+        fastest.iter().cloned().fold(0.0, f64::max),
     );
     assert!(
         max / min <= 1.5,
-        "median latencies unknown/wrong/disabled: {medians:?}"
+        "fastest latencies unknown/wrong/disabled: {fastest:?}"
     );
 }
 
