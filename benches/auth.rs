@@ -48,6 +48,7 @@ fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
         rotated_at: now,
         rotated_at_ms: Some(now * 1000),
         revoked: false,
+        origin: None,
     }))
     .unwrap();
     let mut n = 0u64;

@@ -188,6 +188,7 @@ fn store_run(
             rotated_at: now,
             rotated_at_ms: Some(now * 1000),
             revoked: false,
+            origin: None,
         };
         rt.block_on(store.create_family(&f))
             .expect("create a session");

@@ -73,3 +73,33 @@ impl DeviceCookies {
         Ok(format!("{device}.{tag}"))
     }
 }
+
+/// A person's name for the browser `user_agent` names: "Firefox on Linux".
+pub fn label(user_agent: &str) -> String {
+    let parsed = woothee::parser::Parser::new().parse(user_agent);
+    let known = |v: &str| !v.is_empty() && v != "UNKNOWN";
+    match parsed {
+        Some(r) if known(r.name) && known(r.os) => format!("{} on {}", r.name, r.os),
+        Some(r) if known(r.name) => r.name.to_string(),
+        _ => "Unknown browser".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn labels_name_the_browser_and_system() {
+        assert_eq!(
+            label("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+            "Firefox on Linux"
+        );
+        assert_eq!(
+            label("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"),
+            "Chrome on Windows 10"
+        );
+        assert_eq!(label("curl/8.5.0"), "HTTP Library");
+        assert_eq!(label(""), "Unknown browser");
+    }
+}

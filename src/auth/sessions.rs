@@ -5,7 +5,7 @@
 
 use super::users::{User, UserDirectory};
 use crate::config::{Config, OnReuse};
-use crate::store::{Family, RotateOutcome, RotationPolicy, SharedStore, StoreError};
+use crate::store::{Family, Origin, RotateOutcome, RotationPolicy, SharedStore, StoreError};
 use crate::tokens::access::{random_id, IssuedAccess, Subject, TokenService, Verified};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -153,8 +153,8 @@ impl Sessions {
         family.expires_at().saturating_sub(self.now())
     }
 
-    /// A new session for `user` (after a successful login).
-    pub async fn login(&self, user: Arc<User>) -> Result<Issued, RefreshError> {
+    /// A new session for `user` (after a successful login) in the browser `origin` names.
+    pub async fn login(&self, user: Arc<User>, origin: Origin) -> Result<Issued, RefreshError> {
         let now_ms = self.now_ms();
         let now = now_ms / 1000;
         let refresh = random_id(32);
@@ -169,6 +169,7 @@ impl Sessions {
             rotated_at: now,
             rotated_at_ms: Some(now_ms),
             revoked: false,
+            origin: Some(origin),
         };
         self.store.create_family(&family).await?;
         let access = self

@@ -8,6 +8,7 @@ use crate::auth::device::DEVICE_COOKIE_TTL;
 use crate::auth::login::{password_login, Attempt, LoggedIn, LoginFailure};
 use crate::auth::sessions::Issued;
 use crate::respond::{self, LocalResponse};
+use crate::store::Origin;
 use crate::tokens::access::random_id;
 use http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::HeaderValue;
@@ -88,7 +89,7 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         Ok(l) => l,
         Err(e) => return e.into(),
     };
-    let issued = match state.sessions.login(user).await {
+    let issued = match state.sessions.login(user, origin(call)).await {
         Ok(i) => i,
         Err(e) => return LocalResponse::from(&e),
     };
@@ -104,6 +105,15 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         LocalResponse::json(200, &body),
         login_cookies(ep, &issued, &csrf, device_cookie),
     )
+}
+
+/// The browser a new session begins in.
+fn origin(call: &Call<'_>) -> Origin {
+    Origin {
+        ip: call.client.to_string(),
+        user_agent: call.user_agent.to_string(),
+        device: crate::auth::device::label(call.user_agent),
+    }
 }
 
 /// Count a password login's result.
@@ -222,7 +232,7 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         Err(LoginFailure::Store) => return again(503, UNAVAILABLE),
         Err(_) => return again(200, "The email or password is incorrect."),
     };
-    let Ok(issued) = state.sessions.login(user).await else {
+    let Ok(issued) = state.sessions.login(user, origin(call)).await else {
         return again(503, UNAVAILABLE);
     };
     audit_login(call, &issued);

@@ -6,6 +6,7 @@
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
 //! - `client.rs`: the browser client script (`client.js`)
+//! - `sessions.rs`: the caller's own sessions: list, end one, end the others
 //! - `refresh.rs`, `logout.rs` (logout: JSON, the sign-out page and its form; logout-all),
 //!   `session.rs`, `jwks.rs`
 
@@ -16,6 +17,7 @@ pub mod login_page;
 pub mod logout;
 pub mod refresh;
 pub mod session;
+pub mod sessions;
 
 use crate::auth::cookies::csrf_header_ok;
 use crate::auth::login::PasswordLogin;
@@ -68,6 +70,17 @@ pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalRespons
         ("/auth/logout-all", &Method::POST) => json(call, logout::logout_all(ep, call)).await,
         ("/auth/refresh" | "/auth/logout-all", _) => respond::method_not_allowed("POST"),
         ("/auth/session", &Method::GET) => session::info(ep, call.req).await,
+        ("/auth/sessions", &Method::GET) => sessions::list(ep, call).await,
+        ("/auth/sessions", _) => respond::method_not_allowed("GET"),
+        ("/auth/sessions/revoke-others", &Method::POST) => {
+            json(call, sessions::revoke_others(ep, call)).await
+        }
+        ("/auth/sessions/revoke-others", _) => respond::method_not_allowed("POST"),
+        (p, &Method::DELETE) if p.starts_with("/auth/sessions/") => {
+            let sid = &p["/auth/sessions/".len()..];
+            json(call, sessions::revoke_one(ep, call, sid)).await
+        }
+        (p, _) if p.starts_with("/auth/sessions/") => respond::method_not_allowed("DELETE"),
         ("/auth/session", _) => respond::method_not_allowed("GET"),
         _ => respond::not_found("no such endpoint"),
     };

@@ -43,6 +43,7 @@ pub fn family(sid: &str, user: &str, token: &str) -> Family {
         rotated_at: T0,
         rotated_at_ms: Some(T0_MS),
         revoked: false,
+        origin: None,
     }
 }
 
@@ -236,6 +237,55 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
         .all(|r| !r.id.starts_with(tag)));
 
     throttling(store, tag).await;
+    session_list(store, tag).await;
+}
+
+/// A user's live sessions, with where they began (kept through a rotation).
+async fn session_list(store: &dyn TokenStore, tag: &str) {
+    let id = ids(tag);
+    let user = id("lister");
+    let origin = super::Origin {
+        ip: "198.51.100.7".into(),
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0".into(),
+        device: "Firefox on Linux".into(),
+    };
+    let mut a = family(&id("list-a"), &user, &id("list-ta"));
+    a.origin = Some(origin.clone());
+    store.create_family(&a).await.unwrap();
+    store
+        .create_family(&family(&id("list-b"), &user, &id("list-tb")))
+        .await
+        .unwrap();
+    store
+        .create_family(&family(&id("list-c"), &id("someone-else"), &id("list-tc")))
+        .await
+        .unwrap();
+    rotated(
+        store,
+        &id("list-ta"),
+        &id("list-ta2"),
+        at(10),
+        &policy(false),
+    )
+    .await;
+    store.revoke_family(&id("list-b"), T0 + 2000).await.unwrap();
+    let live = store.sessions_of(&user, T0 + 20).await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].sid, id("list-a"));
+    assert_eq!(
+        live[0].origin.as_ref(),
+        Some(&origin),
+        "kept through the rotation"
+    );
+    assert!(live[0].rotated_at > live[0].created);
+    assert!(
+        store
+            .sessions_of(&user, T0 + 5000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "ended"
+    );
 }
 
 /// Throttling counters: a sliding window, refusal with the wait, unlock by account and by

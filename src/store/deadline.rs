@@ -244,6 +244,15 @@ impl TokenStore for WithDeadline {
         .await
     }
 
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        self.within(
+            "sessions_of",
+            self.timeout,
+            self.inner.sessions_of(user, now),
+        )
+        .await
+    }
+
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError> {
         self.within(
             "revoke_user",

@@ -219,6 +219,10 @@ impl TokenStore for Handover {
         self.current()?.revoke_family(sid, until).await
     }
 
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        self.current()?.sessions_of(user, now).await
+    }
+
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError> {
         self.current()?.revoke_user(user, until).await
     }

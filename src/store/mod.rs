@@ -85,6 +85,18 @@ pub struct Family {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at_ms: Option<u64>,
     pub revoked: bool,
+    /// Where the session began, for the user's session list (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The browser a session began in: its address, its `User-Agent` (first 256 bytes) and a
+/// label read from it ("Firefox on Linux").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+    pub device: String,
 }
 
 impl Family {
@@ -196,6 +208,10 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Revoke session `sid`; access tokens of it are refused until `until`.
     async fn revoke_family(&self, sid: &str, until: u64) -> Result<bool, StoreError>;
+
+    /// Every session of `user` that has not ended at `now` (revoked or expired ones are left
+    /// out), in no particular order.
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError>;
 
     /// Revoke every session of `user`; returns their ids.
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError>;

@@ -289,6 +289,27 @@ impl TokenStore for RedisStore {
         Ok(was)
     }
 
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        let mut c = self.conn();
+        let sids: Vec<String> = c
+            .smembers(format!("{P}user:{user}"))
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for chunk in sids.chunks(200) {
+            let keys: Vec<String> = chunk.iter().map(|s| format!("{P}fam:{s}")).collect();
+            let values: Vec<Option<String>> = c.mget(&keys).await.map_err(unavailable)?;
+            for v in values.into_iter().flatten() {
+                let f: Family = serde_json::from_str(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("family record: {e}")))?;
+                if !f.revoked && f.expires_at() > now {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError> {
         self.revoke_call("u", user, until).await
     }

@@ -170,6 +170,15 @@ impl TokenStore for SledStore {
             .await
     }
 
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        let user = user.to_string();
+        self.writer
+            .call(Access::Read, "sessions_of", move |t: &Trees| {
+                t.sessions_of(&user, now)
+            })
+            .await
+    }
+
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError> {
         let user = user.to_string();
         self.writer

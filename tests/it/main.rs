@@ -31,6 +31,7 @@ mod readiness;
 mod redis;
 mod reload;
 mod sentinel;
+mod sessions;
 mod shutdown;
 mod store;
 mod throttling;

@@ -58,6 +58,10 @@ impl TokenStore for Stalling {
         self.pause().await;
         self.inner.revoke_family(sid, until).await
     }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        self.pause().await;
+        self.inner.sessions_of(user, now).await
+    }
     async fn revoke_user(&self, u: &str, until: u64) -> Result<Vec<String>, StoreError> {
         self.pause().await;
         self.inner.revoke_user(u, until).await

@@ -230,6 +230,18 @@ impl Trees {
         }
     }
 
+    pub(super) fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
+        let mut out = Vec::new();
+        for sid in self.user_sids(user)? {
+            if let Some(f) = self.family(&sid)? {
+                if !f.revoked && f.expires_at() > now {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError> {
         let sids = self.user_sids(user)?;
         for s in &sids {

@@ -1,0 +1,114 @@
+//! The user's own sessions against the real binary: the list (where and when each began,
+//! which one is current), ending one (never another user's), ending all the others.
+
+use crate::auth::{auth_gateway, refresh, Jar, PASSWORD};
+use crate::harness::*;
+use serde_json::json;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+
+fn login_with(gw: &Gateway, email: &str, ua: &str) -> Jar {
+    let body = json!({"email": email, "password": PASSWORD}).to_string();
+    let r = post(
+        &gw.url("/auth/login"),
+        &[("Content-Type", "application/json"), ("User-Agent", ua)],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    Jar::from(&r, "__Host-")
+}
+
+fn list(gw: &Gateway, jar: &Jar) -> Vec<serde_json::Value> {
+    let r = get(
+        &gw.url("/auth/sessions"),
+        &[("Cookie", &jar.cookie_header())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["sessions"].as_array().unwrap().clone()
+}
+
+fn delete(gw: &Gateway, jar: &Jar, sid: &str, csrf: bool) -> Resp {
+    let cookie = jar.cookie_header();
+    let mut headers = vec![("Cookie", cookie.as_str())];
+    if csrf {
+        headers.push(("X-CSRF-Token", jar.csrf.as_str()));
+    }
+    let req = agent().delete(&gw.url(&format!("/auth/sessions/{sid}")));
+    let req = headers.iter().fold(req, |r, (k, v)| r.header(*k, *v));
+    snapshot(req.call().unwrap())
+}
+
+#[test]
+fn users_see_their_sessions_and_end_one_or_all_the_others() {
+    let up = Upstream::start();
+    let gw = auth_gateway("", &up);
+    assert_eq!(get(&gw.url("/auth/sessions"), &[]).status, 401);
+    let laptop = login_with(&gw, "alice@example.com", FIREFOX);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let desktop = login_with(&gw, "alice@example.com", CHROME);
+    let carol = login_with(&gw, "carol@example.com", FIREFOX);
+
+    let seen = list(&gw, &laptop);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[0]["device"], "Chrome on Windows 10",
+        "newest first: {seen:?}"
+    );
+    assert_eq!(seen[1]["device"], "Firefox on Linux");
+    assert_eq!(seen[0]["current"], false);
+    assert_eq!(seen[1]["current"], true);
+    for s in &seen {
+        assert_eq!(s["ip"], "127.0.0.1");
+        for k in ["created_at", "last_used_at", "expires_at"] {
+            let t = s[k].as_str().unwrap();
+            assert!(t.len() == 20 && t.ends_with('Z'), "{k}: {t}");
+        }
+    }
+    let desktop_sid = seen[0]["id"].as_str().unwrap().to_string();
+    let carol_sid = list(&gw, &carol)[0]["id"].as_str().unwrap().to_string();
+
+    // Another user's session is not there to end; the CSRF header is needed.
+    assert_eq!(delete(&gw, &laptop, &carol_sid, true).status, 404);
+    assert_eq!(
+        get(&gw.url("/app"), &[("Cookie", &carol.cookie_header())]).status,
+        200
+    );
+    assert_eq!(delete(&gw, &laptop, &desktop_sid, false).status, 403);
+    let r = delete(&gw, &laptop, &desktop_sid, true);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bearer = format!("Bearer {}", desktop.access);
+    let gone = get(
+        &gw.url("/app"),
+        &[("Authorization", &bearer), ("Accept", "application/json")],
+    );
+    assert_eq!(gone.status, 401);
+    assert_eq!(gone.json()["error"], "token_revoked");
+    assert_eq!(refresh(&gw, &desktop).status, 403);
+    assert_eq!(list(&gw, &laptop).len(), 1);
+
+    // End all the others: two more sessions go, the current one stays.
+    let phone = login_with(&gw, "alice@example.com", CHROME);
+    let tablet = login_with(&gw, "alice@example.com", FIREFOX);
+    let r = post(
+        &gw.url("/auth/sessions/revoke-others"),
+        &[
+            ("Cookie", &laptop.cookie_header()),
+            ("X-CSRF-Token", &laptop.csrf),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["sessions_revoked"], 2);
+    for jar in [&phone, &tablet] {
+        assert_eq!(refresh(&gw, jar).status, 403);
+    }
+    let left = list(&gw, &laptop);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["current"], true);
+    assert_eq!(
+        get(&gw.url("/app"), &[("Cookie", &laptop.cookie_header())]).status,
+        200
+    );
+    assert_eq!(list(&gw, &carol).len(), 1, "carol untouched");
+}
