@@ -9,6 +9,7 @@ pub mod credential;
 pub mod csrf;
 pub mod device;
 pub mod login;
+pub mod notify;
 pub mod password;
 pub mod ratelimit;
 pub mod sessions;

@@ -70,6 +70,10 @@ pub struct Sessions {
     refresh_ttl: u64,
     session_max: u64,
     leeway: u64,
+    /// `sessions.max_per_user` (0: unlimited).
+    max_per_user: u32,
+    known_device_ttl: u64,
+    notifier: super::notify::Notifier,
 }
 
 impl Sessions {
@@ -97,6 +101,9 @@ impl Sessions {
             refresh_ttl: t.refresh_ttl.as_secs(),
             session_max: t.session_max_lifetime.as_secs(),
             leeway: t.leeway.as_secs(),
+            max_per_user: config.max_sessions_per_user,
+            known_device_ttl: config.known_device_ttl.as_secs(),
+            notifier: super::notify::Notifier::new(config.webhook_url.clone()),
             store,
             tokens,
             users,
@@ -148,6 +155,60 @@ impl Sessions {
         )
     }
 
+    /// With `sessions.max_per_user`, end the least recently used sessions of `new`'s user
+    /// beyond it (never `new` itself). A store failure leaves them: the login stands.
+    async fn evict_beyond_limit(&self, new: &Family, now: u64) {
+        let max = self.max_per_user as usize;
+        if max == 0 {
+            return;
+        }
+        let Ok(mut live) = self.store.sessions_of(&new.user, now).await else {
+            return;
+        };
+        if live.len() <= max {
+            return;
+        }
+        live.retain(|f| f.sid != new.sid);
+        live.sort_by_key(|f| (f.rotated_at.max(f.created), f.created));
+        let excess = live.len() + 1 - max;
+        for f in live.iter().take(excess) {
+            if self.revoke_family(&f.sid).await.is_ok() {
+                tracing::info!(target: "portcullis::audit", event = "session_evicted", user = %new.user, sid = %f.sid, max_per_user = max);
+            }
+        }
+    }
+
+    /// A sign-in from a device label and network (IPv4 /24, IPv6 /48) the user has not used
+    /// within `sessions.known_device_ttl`: audited, and sent to the webhook.
+    async fn note_device(&self, family: &Family, now: u64) {
+        let Some(origin) = &family.origin else {
+            return;
+        };
+        let network = network_of(&origin.ip);
+        let key = format!("{}|{network}", origin.device);
+        let ttl = self.known_device_ttl;
+        match self
+            .store
+            .remember_device(&family.user, &key, now, ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(target: "portcullis::audit", event = "new_device_login", user = %family.user, sid = %family.sid, device = %origin.device, client_ip = %origin.ip);
+                self.notifier.send(serde_json::json!({
+                    "event": "new_device_login",
+                    "user": family.user,
+                    "device": origin.device,
+                    "ip": origin.ip,
+                    "at": now,
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(target: "portcullis::store", error = %e, "cannot tell whether a device is new; no notice sent");
+            }
+        }
+    }
+
     /// Seconds the refresh cookie should live for `family`.
     pub fn refresh_max_age(&self, family: &Family) -> u64 {
         family.expires_at().saturating_sub(self.now())
@@ -172,6 +233,8 @@ impl Sessions {
             origin: Some(origin),
         };
         self.store.create_family(&family).await?;
+        self.evict_beyond_limit(&family, now).await;
+        self.note_device(&family, now).await;
         let access = self
             .issue_access(&user, &family.sid)
             .map_err(RefreshError::Issue)?;
@@ -348,5 +411,20 @@ impl pingora::services::background::BackgroundService for Pruner {
             }
         })
         .await
+    }
+}
+
+/// The network an address belongs to for "a new device" (IPv4 /24, IPv6 /48); the text as it
+/// is when it is not an address.
+fn network_of(ip: &str) -> String {
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => Ipv4Net::new(v4, 24)
+            .map(|n| IpNet::V4(n.trunc()).to_string())
+            .unwrap_or_else(|_| ip.to_string()),
+        Ok(std::net::IpAddr::V6(v6)) => Ipv6Net::new(v6, 48)
+            .map(|n| IpNet::V6(n.trunc()).to_string())
+            .unwrap_or_else(|_| ip.to_string()),
+        Err(_) => ip.to_string(),
     }
 }

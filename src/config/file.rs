@@ -46,6 +46,23 @@ pub struct FileConfig {
     pub client: ClientFile,
     #[serde(default)]
     pub login_page: LoginPageFile,
+    #[serde(default)]
+    pub sessions: SessionsFile,
+    #[serde(default)]
+    pub notifications: NotificationsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsFile {
+    pub max_per_user: Option<u32>,
+    pub known_device_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsFile {
+    pub webhook_url: Option<String>,
 }
 
 /// The browser client (`/auth/client.js`).

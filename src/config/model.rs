@@ -15,6 +15,12 @@ pub struct Config {
     /// The file it came from (for messages); relative paths were resolved against its directory.
     pub source: PathBuf,
     pub client: ClientConfig,
+    /// `sessions.max_per_user` (0: unlimited): a login beyond it ends the least recently used.
+    pub max_sessions_per_user: u32,
+    /// `sessions.known_device_ttl`: how long a device and network stay known for a user.
+    pub known_device_ttl: Duration,
+    /// `notifications.webhook_url`: where security events (a new device) are POSTed.
+    pub webhook_url: Option<String>,
     /// `login_page.title`: names the application on the login page.
     pub login_title: String,
     pub server: ServerConfig,

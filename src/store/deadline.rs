@@ -244,6 +244,21 @@ impl TokenStore for WithDeadline {
         .await
     }
 
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        self.within(
+            "remember_device",
+            self.timeout,
+            self.inner.remember_device(user, device, now, ttl),
+        )
+        .await
+    }
+
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
         self.within(
             "sessions_of",

@@ -219,6 +219,18 @@ impl TokenStore for Handover {
         self.current()?.revoke_family(sid, until).await
     }
 
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        self.current()?
+            .remember_device(user, device, now, ttl)
+            .await
+    }
+
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
         self.current()?.sessions_of(user, now).await
     }

@@ -213,6 +213,16 @@ pub trait TokenStore: Send + Sync + 'static {
     /// out), in no particular order.
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError>;
 
+    /// Note that `user` signed in from `device` (a device label and network) at `now`, for
+    /// `ttl` seconds; returns whether it was already known then.
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Revoke every session of `user`; returns their ids.
     async fn revoke_user(&self, user: &str, until: u64) -> Result<Vec<String>, StoreError>;
 

@@ -289,6 +289,27 @@ impl TokenStore for RedisStore {
         Ok(was)
     }
 
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        _now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        use base64::Engine;
+        let device = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(device);
+        let previous: Option<String> = ::redis::cmd("SET")
+            .arg(format!("{P}dev:{user}:{device}"))
+            .arg(1)
+            .arg("EX")
+            .arg(ttl.max(1))
+            .arg("GET")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(previous.is_some())
+    }
+
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
         let mut c = self.conn();
         let sids: Vec<String> = c

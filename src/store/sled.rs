@@ -3,7 +3,7 @@
 //! Trees: `families` (sid -> Family JSON), `tokens` (refresh-token hash -> sid, for every
 //! token a family ever had, so replays of old ones are recognised), `user_sessions`
 //! (`user\0sid`), `revocations` (`j:<jti>` / `s:<sid>` -> until, big-endian u64), `meta`,
-//! `rate_limits` (throttling counters).
+//! `rate_limits` (throttling counters), `known_devices` (`user\0device` -> until).
 //!
 //! Every call runs on the one writer thread (`writer.rs`), which flushes once per batch and
 //! answers only after that flush: a write is on disk before its caller sees it, concurrent
@@ -85,6 +85,7 @@ impl SledStore {
             revocations: tree("revocations")?,
             meta: tree("meta")?,
             rate_limits: tree("rate_limits")?,
+            known_devices: tree("known_devices")?,
             db,
         };
         Ok(Some(SledStore {
@@ -166,6 +167,22 @@ impl TokenStore for SledStore {
         self.writer
             .call(Access::Write, "revoke_family", move |t: &Trees| {
                 t.revoke_family(&sid, until)
+            })
+            .await
+    }
+
+    /// Written without a flush of its own: losing it costs one more new-device notice.
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        let (user, device) = (user.to_string(), device.to_string());
+        self.writer
+            .call(Access::Lazy, "remember_device", move |t: &Trees| {
+                t.remember_device(&user, &device, now, ttl)
             })
             .await
     }

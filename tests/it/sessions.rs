@@ -112,3 +112,64 @@ fn users_see_their_sessions_and_end_one_or_all_the_others() {
     );
     assert_eq!(list(&gw, &carol).len(), 1, "carol untouched");
 }
+
+#[test]
+fn a_limit_ends_the_least_recently_used_and_a_new_device_is_announced() {
+    let up = Upstream::start();
+    let hook = Upstream::start();
+    let gw = auth_gateway(
+        &format!(
+            "sessions: {{ max_per_user: 2 }}\nnotifications: {{ webhook_url: \"http://{}/hook\" }}\n",
+            hook.addr
+        ),
+        &up,
+    );
+    let first = login_with(&gw, "alice@example.com", FIREFOX);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = login_with(&gw, "alice@example.com", FIREFOX);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The first is used again: now the second is the least recently used.
+    let mut first = first;
+    let r = refresh(&gw, &first);
+    assert_eq!(r.status, 200);
+    first.update(&r);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let third = login_with(&gw, "alice@example.com", CHROME);
+    assert_eq!(refresh(&gw, &second).status, 403, "evicted");
+    let live = list(&gw, &third);
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(
+        get(&gw.url("/app"), &[("Cookie", &first.cookie_header())]).status,
+        200
+    );
+
+    // One notice per new device: the first Firefox sign-in and the first Chrome one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while hook.count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook got {}",
+            hook.count()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let calls = hook.requests();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        assert_eq!(c.method, "POST");
+        assert_eq!(c.url, "/hook");
+        assert_eq!(
+            c.header("content-type").as_deref(),
+            Some("application/json")
+        );
+    }
+    let log = gw.log();
+    let notices: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"new_device_login\""))
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains("Firefox on Linux") && notices[1].contains("Chrome on Windows 10"));
+    assert_eq!(log.matches("\"event\":\"session_evicted\"").count(), 1);
+}

@@ -227,6 +227,22 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         cors,
         client,
         login_title,
+        max_sessions_per_user: file.sessions.max_per_user.unwrap_or(0),
+        known_device_ttl: duration_or(
+            "sessions.known_device_ttl",
+            &file.sessions.known_device_ttl,
+            Duration::from_secs(90 * 86400),
+        )?,
+        webhook_url: match &file.notifications.webhook_url {
+            None => None,
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
+            Some(u) => {
+                return invalid(
+                    "notifications.webhook_url",
+                    format!("{u:?} is not an http(s) URL"),
+                )
+            }
+        },
         warnings,
     })
 }

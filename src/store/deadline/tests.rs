@@ -58,6 +58,17 @@ impl TokenStore for Stalling {
         self.pause().await;
         self.inner.revoke_family(sid, until).await
     }
+    async fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        self.pause().await;
+        self.inner.remember_device(user, device, now, ttl).await
+    }
+
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
         self.pause().await;
         self.inner.sessions_of(user, now).await

@@ -21,12 +21,14 @@ pub(super) enum PruneCursor {
     Families(Option<Vec<u8>>),
     Tokens(Option<Vec<u8>>),
     RateLimits(Option<Vec<u8>>),
+    KnownDevices(Option<Vec<u8>>),
 }
 
 impl Trees {
     /// Look at up to [`PRUNE_STEP`] entries from `at`, forgetting what ended before `now`:
     /// revocations, then sessions (with their user index), then refresh-token hashes whose
-    /// session is gone, then throttling counters whose events all left their window. Returns
+    /// session is gone, then throttling counters whose events all left their window, then devices no
+    /// longer known. Returns
     /// where to go on, `None` when done.
     pub(super) fn prune_step(
         &self,
@@ -38,6 +40,7 @@ impl Trees {
             PruneCursor::Families(a) => (&self.families, a),
             PruneCursor::Tokens(a) => (&self.tokens, a),
             PruneCursor::RateLimits(a) => (&self.rate_limits, a),
+            PruneCursor::KnownDevices(a) => (&self.known_devices, a),
         };
         let entries = match after {
             Some(k) => tree.range::<&[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
@@ -77,6 +80,11 @@ impl Trees {
                         self.rate_limits.remove(&k).map_err(unavailable)?;
                     }
                 }
+                PruneCursor::KnownDevices(_) => {
+                    if be_u64(&v) <= now {
+                        self.known_devices.remove(&k).map_err(unavailable)?;
+                    }
+                }
             }
             last = Some(k.to_vec());
         }
@@ -86,13 +94,15 @@ impl Trees {
                 PruneCursor::Families(_) => PruneCursor::Families(last),
                 PruneCursor::Tokens(_) => PruneCursor::Tokens(last),
                 PruneCursor::RateLimits(_) => PruneCursor::RateLimits(last),
+                PruneCursor::KnownDevices(_) => PruneCursor::KnownDevices(last),
             }));
         }
         Ok(match at {
             PruneCursor::Revocations(_) => Some(PruneCursor::Families(None)),
             PruneCursor::Families(_) => Some(PruneCursor::Tokens(None)),
             PruneCursor::Tokens(_) => Some(PruneCursor::RateLimits(None)),
-            PruneCursor::RateLimits(_) => None,
+            PruneCursor::RateLimits(_) => Some(PruneCursor::KnownDevices(None)),
+            PruneCursor::KnownDevices(_) => None,
         })
     }
 }

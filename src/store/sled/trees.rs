@@ -17,6 +17,8 @@ pub(super) struct Trees {
     /// Throttling counters: key -> when the newest event leaves its window, then each
     /// event's time (big-endian u64s).
     pub(super) rate_limits: ::sled::Tree,
+    /// `user\0device` -> until when that device counts as known (big-endian u64).
+    pub(super) known_devices: ::sled::Tree,
 }
 
 /// Why sled could not make a batch durable. Shared rather than copied: every caller of the
@@ -228,6 +230,25 @@ impl Trees {
             Some(sid) => self.family(&String::from_utf8_lossy(&sid)),
             None => Ok(None),
         }
+    }
+
+    pub(super) fn remember_device(
+        &self,
+        user: &str,
+        device: &str,
+        now: u64,
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        let key = user_key(user, device);
+        let known = self
+            .known_devices
+            .get(&key)
+            .map_err(unavailable)?
+            .is_some_and(|until| be_u64(&until) > now);
+        self.known_devices
+            .insert(key, &(now + ttl).to_be_bytes()[..])
+            .map_err(unavailable)?;
+        Ok(known)
     }
 
     pub(super) fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError> {
