@@ -65,13 +65,14 @@ if ! python3 -c 'import flask' >/dev/null 2>&1; then
   pip3 install -q flask 2>/dev/null || pip3 install -q --break-system-packages flask
 fi
 
-# puppeteer-core and the other node packages of the browser tests (tests/browser), at the
+# playwright-core and the other node packages of the browser tests (tests/browser), at the
 # versions of its package-lock.json (again when that changed since); they drive the system
 # Chromium, none is downloaded.
 if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
+  [ ! -f tests/browser/node_modules/playwright-core/package.json ] ||
   [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
   log "installing the browser tests' node packages (npm ci)"
-  PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 # One profile (release) for everything: dependencies are compiled once, argon2 runs at full

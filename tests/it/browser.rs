@@ -1,5 +1,5 @@
 //! Real-browser tests: headless Chromium, driven by the node scripts in tests/browser
-//! (puppeteer-core, the system Chromium), against the real gateway binary in front of a
+//! (playwright-core, the system Chromium), against the real gateway binary in front of a
 //! plain upstream. A missing browser or missing node packages fail the test, with the
 //! command that installs them.
 
@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 /// The node package of the browser scripts.
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Where the scripts save their screenshots: target/screenshots (git-ignored).
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
 }
 
 /// The Chromium binary: `$CHROMIUM`, else the first usual name on PATH (the scripts look
@@ -55,15 +60,15 @@ fn require_node_packages() {
     );
     assert!(
         browser_dir()
-            .join("node_modules/puppeteer-core/package.json")
+            .join("node_modules/playwright-core/package.json")
             .is_file(),
-        "the browser tests need their node packages: PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tests/browser \
+        "the browser tests need their node packages: PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser \
          (scripts/test.sh installs them)"
     );
 }
 
 /// Run `node tests/browser/<script> args...` to completion (at most 90 s; the scripts stop
-/// themselves after 60 s) and return the JSON line it printed. Fails the test when the
+/// themselves after at most 75 s) and return the JSON line it printed. Fails the test when the
 /// script exits non-zero, with its output.
 fn run_script(script: &str, args: &[&str]) -> serde_json::Value {
     let chromium = chromium();
@@ -75,6 +80,7 @@ fn run_script(script: &str, args: &[&str]) -> serde_json::Value {
         .arg(browser_dir().join(script))
         .args(args)
         .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT_DIR", screenshot_dir())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
