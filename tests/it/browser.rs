@@ -233,3 +233,309 @@ fn chromium_signs_out_by_the_plain_html_form() {
     assert!(logout[0].contains("\"user\":\"carol\""), "{}", logout[0]);
     assert!(audit("csrf_blocked").is_empty(), "{log}");
 }
+
+// ---- the browser client (/auth/client.js) -------------------------------------------------
+
+/// The application page: plain HTML that loads the client itself (no inline script: the
+/// route's CSP allows scripts from the gateway's origin only).
+const CLIENT_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Legacy application</title>\n<script src=\"/auth/client.js\" defer></script></head>\n<body><main><h1>Legacy application</h1>\n<p>Signed in.</p>\n<p><a href=\"/legacy/\">Legacy page</a> <a href=\"/auth/logout\">Sign out</a></p></main>\n</body></html>\n";
+
+/// An unmodified page, served on the `inject_client: true` route.
+const LEGACY_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Legacy page</title></head>\n<body><main><h1>Legacy page</h1>\n<form action=\"/legacy/search\" method=\"get\"><label for=\"q\">Search</label> <input id=\"q\" name=\"q\"> <button type=\"submit\">Go</button></form>\n<p><a id=\"app\" href=\"/app/\">Application</a></p></main>\n</body></html>\n";
+
+/// The route CSP of `/app/`: scripts from the gateway's origin only, no inline code.
+const STRICT_CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:";
+
+/// The upstream of the client tests, recording every request:
+/// - `GET /app/`: `CLIENT_PAGE`; `GET /legacy/`: `LEGACY_PAGE`;
+/// - `GET /app/vendor/axios.min.js`: axios from the browser tests' node packages;
+/// - `GET /app/api/data`: `{"ok":true,"user":<X-Forwarded-User>}`;
+/// - `POST /app/api/flaky?id=X`: first call per id 401 `token_expired` (as an application
+///   behind the gateway may answer), later ones 200 JSON;
+/// - 404 elsewhere.
+fn client_upstream() -> (HttpServer, Arc<Mutex<Vec<Recorded>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    let flaky = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let axios = std::fs::read_to_string(browser_dir().join("node_modules/axios/dist/axios.min.js"))
+        .unwrap_or_default();
+    let handler: Handler = Arc::new(move |r: &Recorded| {
+        rec.lock().unwrap().push(r.clone());
+        let typed = |status: u16, ctype: &str, body: String| {
+            (
+                status,
+                vec![("Content-Type".to_string(), ctype.to_string())],
+                body,
+            )
+        };
+        let json = "application/json";
+        let user = r.header("x-forwarded-user").unwrap_or_default();
+        match (r.method.as_str(), r.url.as_str()) {
+            ("GET", "/app/") => typed(200, "text/html; charset=utf-8", CLIENT_PAGE.into()),
+            ("GET", "/legacy/") => typed(200, "text/html; charset=utf-8", LEGACY_PAGE.into()),
+            ("GET", "/app/vendor/axios.min.js") => typed(200, "text/javascript", axios.clone()),
+            ("GET", "/app/api/data") => typed(
+                200,
+                json,
+                serde_json::json!({"ok": true, "user": user}).to_string(),
+            ),
+            ("POST", url) if url.starts_with("/app/api/flaky?id=") => {
+                if flaky.lock().unwrap().insert(url.to_string()) {
+                    let body =
+                        r#"{"error":"token_expired","message":"the access token has expired"}"#;
+                    typed(401, json, body.into())
+                } else {
+                    typed(
+                        200,
+                        json,
+                        serde_json::json!({"ok": true, "user": user}).to_string(),
+                    )
+                }
+            }
+            _ => typed(404, "text/plain", "not found".into()),
+        }
+    });
+    let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), handler).unwrap();
+    (server, seen)
+}
+
+/// A gateway in front of `client_upstream`: `/legacy/` with `inject_client: true`, `/app/`
+/// with `STRICT_CSP`; `tokens` and `client` are the config lines of those sections.
+fn client_gateway(up: &HttpServer, tokens: &str, client: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "EdDSA", "ed1");
+    std::fs::write(dir.path().join("users.yaml"), users_yaml()).unwrap();
+    Gateway::start_in(
+        &format!(
+            "tokens:\n  reuse_grace: 2s\n{tokens}  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\n\
+             users: {{ file: users.yaml }}\n\
+             rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }}\n\
+             {client}\
+             upstreams:\n  app: {{ addresses: [\"{}\"] }}\n\
+             routes:\n\
+             \x20 - {{ path_prefix: /legacy/, upstream: app, inject_client: true }}\n\
+             \x20 - {{ path_prefix: /app/, upstream: app, security_headers: {{ headers: {{ Content-Security-Policy: \"{STRICT_CSP}\" }} }} }}\n\
+             \x20 - {{ path_prefix: /, upstream: app }}\n",
+            up.addr
+        ),
+        dir,
+    )
+}
+
+/// The requests of `seen` whose URL starts with `prefix`.
+fn requests_to(seen: &Mutex<Vec<Recorded>>, prefix: &str) -> Vec<Recorded> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// Protected page -> login page (axe-clean, with and without the session-expired notice)
+/// -> back on the page; HttpOnly, SameSite=Strict cookies; the client under a strict CSP;
+/// an unmodified page on an `inject_client` route gets the script once and works.
+#[test]
+fn chromium_client_signs_in_and_runs_on_plain_and_injected_pages() {
+    let (up, seen) = client_upstream();
+    let gw = client_gateway(&up, "", "");
+    let base = gw.url("");
+    let result = run_script("client_login.mjs", &[&base, "carol@example.com", PASSWORD]);
+    assert_eq!(result["ok"], true, "{result}");
+    let step = |name: &str| -> serde_json::Value {
+        result["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {result}"))
+            .clone()
+    };
+    assert_eq!(step("login page")["axe"], serde_json::json!([]), "{result}");
+    assert_eq!(
+        step("login page, session expired")["notice"],
+        true,
+        "{result}"
+    );
+    let signed = step("sign in");
+    assert_eq!(
+        signed["login"]["url"],
+        format!("{base}/auth/login?return_to=%2Fapp%2F").as_str()
+    );
+    assert_eq!(signed["landed"]["url"], format!("{base}/app/").as_str());
+    let cookies = &step("cookies")["cookies"];
+    for k in ["access", "refresh"] {
+        assert_eq!(cookies[k]["httpOnly"], true, "{cookies}");
+        assert_eq!(cookies[k]["sameSite"], "Strict", "{cookies}");
+        assert_eq!(cookies[k]["path"], "/", "{cookies}");
+    }
+    assert_eq!(cookies["csrf"]["httpOnly"], false, "{cookies}");
+    let client = step("client on the application page");
+    assert_eq!(client["scripts"], 1, "{client}");
+    assert_eq!(
+        client["api"],
+        serde_json::json!(["axios", "fetch", "session", "staySignedIn"]),
+        "{client}"
+    );
+    assert_eq!(client["csp"], STRICT_CSP, "{client}");
+    let injected = step("injected page");
+    let scripts = injected["scripts"].as_array().unwrap();
+    assert_eq!(scripts.len(), 1, "{injected}");
+    assert_eq!(scripts[0]["src"], "/auth/client.js", "{injected}");
+    assert_eq!(scripts[0]["inHead"], true, "{injected}");
+    assert_eq!(result["csp_violations"], serde_json::json!([]), "{result}");
+    assert_eq!(
+        result["screenshots"].as_array().unwrap().len(),
+        4,
+        "{result}"
+    );
+
+    // The application saw the user, never the gateway's cookies; the injected route's
+    // upstream request asked for an uncompressed body.
+    let app = requests_to(&seen, "/app/");
+    assert!(!app.is_empty());
+    for r in &app {
+        assert_eq!(
+            r.header("x-forwarded-user").as_deref(),
+            Some("carol"),
+            "{r:?}"
+        );
+        assert!(
+            !r.header("cookie").unwrap_or_default().contains("pc_"),
+            "{r:?}"
+        );
+    }
+    let legacy = requests_to(&seen, "/legacy/");
+    assert!(!legacy.is_empty());
+    for r in &legacy {
+        let enc = r.header("accept-encoding").unwrap_or_default();
+        assert!(enc.is_empty() || enc == "identity", "{r:?}");
+    }
+}
+
+/// `tokens.access_ttl: 2s`: a navigation after the expiry is refreshed by the gateway (the
+/// cookies rotate); parallel 401s share one refresh through portcullis.fetch and through
+/// portcullis.axios on the real axios; a POST is replayed with its body; a refused refresh
+/// ends on the login page with the notice.
+#[test]
+fn chromium_client_refreshes_once_for_parallel_calls() {
+    let (up, seen) = client_upstream();
+    let gw = client_gateway(&up, "  access_ttl: 2s\n  leeway: 0s\n", "");
+    let base = gw.url("");
+    let result = run_script(
+        "client_refresh.mjs",
+        &[&base, "carol@example.com", PASSWORD],
+    );
+    assert_eq!(result["ok"], true, "{result}");
+    let step = |name: &str| -> serde_json::Value {
+        result["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {result}"))
+            .clone()
+    };
+    let nav = step("navigate after expiry");
+    assert_eq!(nav["access_rotated"], true, "{nav}");
+    assert_eq!(nav["refresh_rotated"], true, "{nav}");
+    for name in ["parallel fetch", "parallel axios"] {
+        let s = step(name);
+        assert_eq!(s["refreshes"], 1, "{s}");
+        let results = s["results"].as_array().unwrap();
+        assert_eq!(results.len(), 5, "{s}");
+        assert!(results.iter().all(|r| r["status"] == 200), "{s}");
+    }
+    assert_eq!(step("replayed POST")["refreshes"], 1, "{result}");
+    assert_eq!(step("axios ejected")["status"], 401, "{result}");
+    let refused = step("refused refresh");
+    assert_eq!(
+        refused["url"],
+        format!("{base}/auth/login?return_to=%2Fapp%2F&session_expired=1").as_str(),
+        "{refused}"
+    );
+    assert_eq!(refused["notice"], true, "{refused}");
+
+    // Every upstream request carried the user: none got through unauthenticated.
+    for r in requests_to(&seen, "/app/") {
+        assert_eq!(
+            r.header("x-forwarded-user").as_deref(),
+            Some("carol"),
+            "{r:?}"
+        );
+    }
+    // The refreshes the browser made (plus the gateway's own for the navigation) are the
+    // only rotations; no reuse was detected.
+    let log = gw.log();
+    assert!(!log.contains("refresh_token_reused"), "{log}");
+}
+
+/// Tiny lifetimes (`refresh_ttl: 6s`, `warn_before: 3s`): the expiring event and the banner,
+/// whose button refreshes once and moves idle_expires_at; then the expired event and the
+/// login page with the notice.
+#[test]
+fn chromium_client_warns_before_the_session_expires() {
+    let (up, _seen) = client_upstream();
+    let gw = client_gateway(
+        &up,
+        "  access_ttl: 2s\n  refresh_ttl: 6s\n  leeway: 0s\n",
+        "client: { warn_before: 3s, banner: true }\n",
+    );
+    let base = gw.url("");
+    let result = run_script("client_expiry.mjs", &[&base, "carol@example.com", PASSWORD]);
+    assert_eq!(result["ok"], true, "{result}");
+    let names: Vec<&str> = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "session read on load",
+            "expiring event",
+            "banner",
+            "stay signed in",
+            "expired"
+        ],
+        "{result}"
+    );
+    let expired = &result["steps"][4];
+    assert_eq!(expired["expired_events"], 1, "{expired}");
+    assert_eq!(expired["refreshes"], 1, "{expired}");
+}
+
+/// `client.banner: false`: the same events, no banner.
+#[test]
+fn chromium_client_fires_events_without_a_banner() {
+    let (up, _seen) = client_upstream();
+    let gw = client_gateway(
+        &up,
+        "  access_ttl: 2s\n  refresh_ttl: 6s\n  leeway: 0s\n",
+        "client: { warn_before: 3s, banner: false }\n",
+    );
+    let base = gw.url("");
+    let result = run_script(
+        "client_expiry.mjs",
+        &[&base, "carol@example.com", PASSWORD, "--no-banner"],
+    );
+    assert_eq!(result["ok"], true, "{result}");
+    let names: Vec<&str> = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "session read on load",
+            "expiring event",
+            "no banner",
+            "expired"
+        ],
+        "{result}"
+    );
+}
