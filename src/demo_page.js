@@ -6,9 +6,13 @@
   var out = document.getElementById("api-result");
   var ends = null;
 
+  // A plain fetch, not portcullis.fetch: looking at the clock must not refresh the session
+  // (that would keep it alive for ever); an expired access token keeps the last answer.
   function load() {
-    if (!window.portcullis) return;
-    window.portcullis.session().then(function (s) {
+    fetch("/auth/session", { credentials: "same-origin" }).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (s) {
+      if (!s) return;
       var idle = Date.parse(s.idle_expires_at);
       var max = Date.parse(s.session_expires_at);
       ends = Math.min(isNaN(idle) ? Infinity : idle, isNaN(max) ? Infinity : max);

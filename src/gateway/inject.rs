@@ -1,7 +1,8 @@
 //! `inject_client: true`: the browser client's script tag goes into the application's HTML
 //! pages, which nobody can edit, so that they get the session warning and the refresh queue.
-//! The tag goes before `</head>`, else before `</body>`, else nowhere; the body streams
-//! through, holding back only the few bytes where a tag may be split across two chunks.
+//! The tag goes before `</head>`, else before `</body>`, else nowhere (nor where the page
+//! already loads the client before that place); the body streams through, holding back only
+//! the few bytes where a tag may be split across two chunks.
 //! Only uncompressed `text/html` 200 answers are touched (the upstream is asked for no
 //! compression on such routes); everything else passes byte for byte.
 
@@ -15,7 +16,10 @@ pub const TAG: &[u8] = b"<script src=\"/auth/client.js\" defer></script>";
 /// The closing tags the script goes before; `</head>` comes before `</body>` in any page, so
 /// the first of the two that appears is the right place.
 const MARKS: [&[u8]; 2] = [b"</head>", b"</body>"];
-const LONGEST: usize = 7;
+/// A page that loads the client itself before that place gets no second copy.
+const ALREADY: &[u8] = b"/auth/client.js";
+/// The longest text looked for: what is held back between chunks is one byte shorter.
+const LONGEST: usize = ALREADY.len();
 
 /// The state of one response's body.
 #[derive(Debug, Default)]
@@ -64,12 +68,25 @@ pub fn begin(req: &RequestHeader, resp: &mut ResponseHeader) -> pingora::Result<
     Ok(Some(Injector::default()))
 }
 
-/// Where the first mark starts in `data`, case-insensitively.
-fn find_mark(data: &[u8]) -> Option<usize> {
-    (0..data.len()).find(|&i| {
-        MARKS
-            .iter()
-            .any(|m| data.len() - i >= m.len() && data[i..i + m.len()].eq_ignore_ascii_case(m))
+/// What comes first in `data` (case-insensitively): a place for the tag, or the client
+/// already loaded.
+enum Found {
+    Mark(usize),
+    Already,
+}
+
+fn find(data: &[u8]) -> Option<Found> {
+    let at = |i: usize, m: &[u8]| {
+        data.len() - i >= m.len() && data[i..i + m.len()].eq_ignore_ascii_case(m)
+    };
+    (0..data.len()).find_map(|i| {
+        if at(i, ALREADY) {
+            Some(Found::Already)
+        } else if MARKS.iter().any(|m| at(i, m)) {
+            Some(Found::Mark(i))
+        } else {
+            None
+        }
     })
 }
 
@@ -82,7 +99,11 @@ impl Injector {
         if let Some(chunk) = body.take() {
             self.held.extend_from_slice(&chunk);
         }
-        let out = if let Some(at) = find_mark(&self.held) {
+        let found = find(&self.held);
+        let out = if let Some(Found::Already) = found {
+            self.done = true;
+            self.held.split().freeze()
+        } else if let Some(Found::Mark(at)) = found {
             self.done = true;
             let mut out = BytesMut::with_capacity(self.held.len() + TAG.len());
             out.extend_from_slice(&self.held[..at]);
@@ -139,6 +160,10 @@ mod tests {
             out,
             b"<p>no head</p><script src=\"/auth/client.js\" defer></script></body></html>".to_vec()
         );
+        let loads_it = b"<head><script src=\"/auth/client.js\"></script></head><body></body>";
+        for size in 1..loads_it.len() + 1 {
+            assert_eq!(run(loads_it, size), loads_it.to_vec(), "no second copy");
+        }
         let bare = b"just text, no closing tags </he";
         for size in 1..bare.len() + 1 {
             assert_eq!(run(bare, size), bare.to_vec());
