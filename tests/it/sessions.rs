@@ -66,6 +66,18 @@ fn users_see_their_sessions_and_end_one_or_all_the_others() {
         }
     }
     let desktop_sid = seen[0]["id"].as_str().unwrap().to_string();
+    // A refresh moves the session's last use.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut laptop = laptop;
+    let r = refresh(&gw, &laptop);
+    assert_eq!(r.status, 200);
+    laptop.update(&r);
+    let after = list(&gw, &laptop);
+    assert!(
+        after[1]["last_used_at"].as_str() > seen[1]["last_used_at"].as_str(),
+        "{after:?}"
+    );
+    assert_eq!(after[1]["created_at"], seen[1]["created_at"]);
     let carol_sid = list(&gw, &carol)[0]["id"].as_str().unwrap().to_string();
 
     // Another user's session is not there to end; the CSRF header is needed.
@@ -172,4 +184,32 @@ fn a_limit_ends_the_least_recently_used_and_a_new_device_is_announced() {
     assert_eq!(notices.len(), 2, "{notices:?}");
     assert!(notices[0].contains("Firefox on Linux") && notices[1].contains("Chrome on Windows 10"));
     assert_eq!(log.matches("\"event\":\"session_evicted\"").count(), 1);
+}
+
+#[test]
+fn a_webhook_that_is_down_does_not_slow_the_login() {
+    let up = Upstream::start();
+    let closed = free_port();
+    let gw = auth_gateway(
+        &format!("notifications: {{ webhook_url: \"http://127.0.0.1:{closed}/hook\" }}\n"),
+        &up,
+    );
+    let started = std::time::Instant::now();
+    login_with(&gw, "alice@example.com", FIREFOX);
+    // Delivery would take seconds of retries; the login does not wait for any of it.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let log = gw.log();
+    assert!(
+        log.contains("webhook unreachable; notification given up"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("{closed}/hook")),
+        "the URL is not logged"
+    );
 }
