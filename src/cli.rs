@@ -52,6 +52,11 @@ pub enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// The sessions of the running gateway, through its admin API (`admin` in the config).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
     /// Check the config like `check`, then make the running gateway reload it (SIGHUP to the
     /// process in `server.pid_file`).
     Reload,
@@ -74,6 +79,26 @@ pub enum Command {
         /// Seconds to wait for an answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// A user's live sessions.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// End sessions: every session of a user, one session, or every session of everyone.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "sid", "all"])))]
+    Revoke {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        sid: Option<String>,
+        /// The incident kill switch: every session of every user.
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -20,8 +20,10 @@
 //! - `demo`: the bundled demo upstream and config
 //! - `probe`: the tiny HTTP client behind `portcullis probe`
 //! - `secret`: `Secret<T>`, never printed
+//! - `admin_cli`: `portcullis sessions`, a client of the admin API
 //! - `unlock`: `portcullis unlock`, clearing throttling counters in a stopped store
 
+pub mod admin_cli;
 pub mod auth;
 pub mod cli;
 pub mod clock;

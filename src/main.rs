@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some(Command::Keygen { alg, kid, out }) => keygen(alg, kid, out),
         Some(Command::HashPassword { password_stdin }) => hash_password(*password_stdin),
         Some(Command::Reload) => reload(&cli),
+        Some(Command::Sessions { action }) => sessions(&cli, action),
         Some(Command::Unlock { user, ip }) => unlock(&cli, user.as_deref(), ip.as_deref()),
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
@@ -78,6 +79,23 @@ fn check(cli: &Cli) -> Outcome {
         println!("warning: {}: {w}", path.display());
     }
     println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn sessions(cli: &Cli, action: &portcullis::cli::SessionsCommand) -> Outcome {
+    use portcullis::admin_cli::Action;
+    use portcullis::cli::SessionsCommand;
+    let config = load(cli)?;
+    let action = match action {
+        SessionsCommand::List { user } => Action::List { user },
+        SessionsCommand::Revoke {
+            user: Some(user), ..
+        } => Action::RevokeUser { user },
+        SessionsCommand::Revoke { sid: Some(sid), .. } => Action::RevokeSession { sid },
+        SessionsCommand::Revoke { all: true, .. } => Action::RevokeAll,
+        SessionsCommand::Revoke { .. } => return Err("give --user ID, --sid SID or --all".into()),
+    };
+    println!("{}", portcullis::admin_cli::run(&config, action)?);
     Ok(())
 }
 

@@ -87,6 +87,10 @@ pub fn preflight(config: &Config) -> Result<Keyring, StartError> {
             UsersError::Invalid { .. } => e.to_string(),
         })
     })?;
+    if let Some(admin) = &config.admin {
+        crate::gateway::admin::load_token(admin)
+            .map_err(|e| StartError::Invalid(format!("{file}: {e}")))?;
+    }
     Keyring::load(&config.tokens.signing_keys)
         .map_err(|e| StartError::Invalid(format!("{file}: {e}")))
 }
@@ -228,6 +232,12 @@ fn check_listeners(config: &Config) -> Result<(), StartError> {
     }
     if let Some(m) = config.metrics_listen {
         addrs.push(("metrics.listen".into(), m));
+    }
+    if let Some(h) = config.health.listen {
+        addrs.push(("health.listen".into(), h));
+    }
+    if let Some(a) = &config.admin {
+        addrs.push(("admin.listen".into(), a.listen));
     }
     for (key, addr) in addrs {
         std::net::TcpListener::bind(addr).map_err(|e| {
@@ -412,6 +422,19 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         );
         metrics.add_tcp(&addr.to_string());
         server.add_service(metrics);
+    }
+    if let Some(admin) = &config.admin {
+        let token = crate::gateway::admin::load_token(admin)
+            .map_err(|e| StartError::Invalid(format!("{}: {e}", config.source.display())))?;
+        let mut api = Service::new(
+            "admin".to_string(),
+            HttpServer::new_app(crate::gateway::admin::AdminApp {
+                live: live.clone(),
+                token,
+            }),
+        );
+        api.add_tcp(&admin.listen.to_string());
+        server.add_service(api);
     }
     if let Some(addr) = config.health.listen {
         let mut probes = Service::new(

@@ -192,6 +192,11 @@ impl UserDirectory {
         self.current.load().by_id.get(id).cloned()
     }
 
+    /// Every user id in the file.
+    pub fn ids(&self) -> Vec<String> {
+        self.current.load().by_id.keys().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.current.load().by_id.len()
     }

@@ -50,6 +50,15 @@ pub struct FileConfig {
     pub sessions: SessionsFile,
     #[serde(default)]
     pub notifications: NotificationsFile,
+    pub admin: Option<AdminFile>,
+}
+
+/// The admin API's own listener and the file holding its Bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: String,
+    pub token_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

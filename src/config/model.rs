@@ -21,6 +21,8 @@ pub struct Config {
     pub known_device_ttl: Duration,
     /// `notifications.webhook_url`: where security events (a new device) are POSTed.
     pub webhook_url: Option<String>,
+    /// The admin API (off when absent).
+    pub admin: Option<AdminConfig>,
     /// `login_page.title`: names the application on the login page.
     pub login_title: String,
     pub server: ServerConfig,
@@ -367,4 +369,11 @@ pub struct Limits {
 pub struct ClientConfig {
     pub warn_before: Duration,
     pub banner: bool,
+}
+
+/// `admin`: its listener and the file holding the Bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
 }

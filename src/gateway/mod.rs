@@ -8,6 +8,7 @@
 //! - `ctx.rs`: per-request state, request ids, the client-address policy
 //! - `state.rs`: what the proxy needs, built from one config (again on every reload)
 //! - `routing.rs`: route matching on the canonical path and host
+//! - `admin.rs`: the admin API on its own listener (sessions, the kill switch)
 //! - `probes.rs`: `health.listen`, a listener for the probes alone
 //! - `inject.rs`: the browser client's script tag in the HTML of `inject_client` routes
 //! - `identity.rs`: strip client-sent identity/proxy headers, strip our cookies upstream
@@ -22,6 +23,7 @@
 //!   application receives
 
 pub mod access_log;
+pub mod admin;
 pub mod admit;
 pub mod answer;
 pub mod canonical;

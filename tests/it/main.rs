@@ -12,6 +12,7 @@ mod store_contract {
     pub mod contract;
 }
 
+mod admin;
 mod auth;
 mod browser;
 mod canonical;

@@ -143,6 +143,27 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         Some(m) => Some(own_listen("metrics.listen", &m.listen, &server)?),
         None => None,
     };
+    let admin = match &file.admin {
+        Some(a) => {
+            let listen = own_listen("admin.listen", &a.listen, &server)?;
+            for (key, other) in [
+                ("metrics.listen", metrics_listen),
+                ("health.listen", health.listen),
+            ] {
+                if other.is_some_and(|o| binds_same(listen, o)) {
+                    return invalid(
+                        "admin.listen",
+                        format!("{listen} is also {key}; give each its own address"),
+                    );
+                }
+            }
+            Some(AdminConfig {
+                listen,
+                token_file: resolve_path(base, &a.token_file),
+            })
+        }
+        None => None,
+    };
     if let (Some(h), Some(m)) = (health.listen, metrics_listen) {
         if binds_same(h, m) {
             return invalid(
@@ -228,6 +249,7 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
         client,
         login_title,
         max_sessions_per_user: file.sessions.max_per_user.unwrap_or(0),
+        admin,
         known_device_ttl: duration_or(
             "sessions.known_device_ttl",
             &file.sessions.known_device_ttl,
