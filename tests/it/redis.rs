@@ -53,6 +53,11 @@ fn redis_passes_the_store_contract() {
 
 /// Two gateways sharing keys, users and one redis-server.
 fn pair(redis: &RedisServer, up: &Upstream) -> (Gateway, Gateway) {
+    pair_with(redis, up, "")
+}
+
+/// Two gateways on `redis`; `extra_a` is added to A's config only.
+fn pair_with(redis: &RedisServer, up: &Upstream, extra_a: &str) -> (Gateway, Gateway) {
     let dir_a = tempfile::tempdir().unwrap();
     crate::tokens::keygen(dir_a.path(), "EdDSA", "ed1");
     let users = users_yaml();
@@ -71,11 +76,60 @@ fn pair(redis: &RedisServer, up: &Upstream) -> (Gateway, Gateway) {
         redis.url(),
         up.addr
     );
-    let a = Gateway::start_in(&config, dir_a);
+    let a = Gateway::start_in(&format!("{config}{extra_a}"), dir_a);
     let b = Gateway::start_in(&config, dir_b);
     a.wait_ready_status(200, Duration::from_secs(5));
     b.wait_ready_status(200, Duration::from_secs(5));
     (a, b)
+}
+
+#[test]
+fn an_admin_revocation_on_one_instance_is_enforced_by_the_other_within_a_second() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = "test-only-admin-token-0123456789abcdef";
+    let token_file = secrets.path().join("admin.token");
+    std::fs::write(&token_file, token).unwrap();
+    let admin_port = free_port();
+    let (_a, b) = pair_with(
+        &redis,
+        &up,
+        &format!(
+            "admin: {{ listen: \"127.0.0.1:{admin_port}\", token_file: \"{}\" }}\n",
+            token_file.display()
+        ),
+    );
+    // Sessions made on B are listed by A (one index per user in Redis).
+    let jar = Jar::from(&login_json(&b, "alice@example.com", PASSWORD), "__Host-");
+    let carol = Jar::from(&login_json(&b, "carol@example.com", PASSWORD), "__Host-");
+    let auth = format!("Bearer {token}");
+    let listed = get(
+        &format!("http://127.0.0.1:{admin_port}/admin/users/alice/sessions"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(
+        listed.json()["sessions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+    assert_eq!(proxied(&b, &jar).status, 200);
+    let r = agent()
+        .post(&format!("http://127.0.0.1:{admin_port}/admin/revoke-all"))
+        .header("Authorization", &auth)
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked = Instant::now();
+    while proxied(&b, &jar).status != 401 || proxied(&b, &carol).status != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "B enforced A's kill switch within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(refresh(&b, &jar).status, 403);
 }
 
 #[test]
