@@ -5,11 +5,13 @@
 //!
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
+//! - `account.rs`: the user's page: sessions with sign-out buttons (plain forms)
 //! - `client.rs`: the browser client script (`client.js`)
 //! - `sessions.rs`: the caller's own sessions: list, end one, end the others
 //! - `refresh.rs`, `logout.rs` (logout: JSON, the sign-out page and its form; logout-all),
 //!   `session.rs`, `jwks.rs`
 
+pub mod account;
 pub mod client;
 pub mod jwks;
 pub mod login;
@@ -70,6 +72,10 @@ pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalRespons
         ("/auth/logout-all", &Method::POST) => json(call, logout::logout_all(ep, call)).await,
         ("/auth/refresh" | "/auth/logout-all", _) => respond::method_not_allowed("POST"),
         ("/auth/session", &Method::GET) => session::info(ep, call.req).await,
+        ("/auth/account", &Method::GET) => account::page(ep, call).await,
+        ("/auth/account", &Method::POST) if is_form(call.req) => account::act(ep, call).await,
+        ("/auth/account", &Method::POST) => respond::unsupported_media_type("send the page's form"),
+        ("/auth/account", _) => respond::method_not_allowed("GET, POST"),
         ("/auth/sessions", &Method::GET) => sessions::list(ep, call).await,
         ("/auth/sessions", _) => respond::method_not_allowed("GET"),
         ("/auth/sessions/revoke-others", &Method::POST) => {

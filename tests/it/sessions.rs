@@ -213,3 +213,65 @@ fn a_webhook_that_is_down_does_not_slow_the_login() {
         "the URL is not logged"
     );
 }
+
+#[test]
+fn the_account_page_lists_sessions_and_signs_one_out_with_a_plain_form() {
+    let up = Upstream::start();
+    let gw = auth_gateway("", &up);
+    let r = get(&gw.url("/auth/account"), &[]);
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/auth/login?return_to=%2Fauth%2Faccount")
+    );
+    let laptop = login_with(&gw, "alice@example.com", FIREFOX);
+    let desktop = login_with(&gw, "alice@example.com", CHROME);
+    let page = get(
+        &gw.url("/auth/account"),
+        &[("Cookie", &laptop.cookie_header())],
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    for text in [
+        "Firefox on Linux",
+        "Chrome on Windows 10",
+        "This browser",
+        "Sign out everywhere else",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(!page.body.contains("<script"), "no script needed");
+    let other = list(&gw, &laptop)
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(page
+        .body
+        .contains(&format!("name=\"sid\" value=\"{other}\"")));
+    let form = |csrf: &str| {
+        post(
+            &gw.url("/auth/account"),
+            &[
+                ("Cookie", &laptop.cookie_header()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            format!("csrf={csrf}&action=revoke&sid={other}").as_bytes(),
+        )
+    };
+    assert_eq!(form("forged").status, 403);
+    assert_eq!(
+        refresh(&gw, &desktop).status,
+        200,
+        "a forged form ended nothing"
+    );
+    let r = form(&laptop.csrf);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location").as_deref(), Some("/auth/account"));
+    assert_eq!(list(&gw, &laptop).len(), 1);
+    assert_eq!(
+        get(&gw.url("/app"), &[("Cookie", &laptop.cookie_header())]).status,
+        200
+    );
+}
