@@ -9,15 +9,26 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
 fn login_with(gw: &Gateway, email: &str, ua: &str) -> Jar {
+    login_from(gw, email, ua, "127.0.0.1")
+}
+
+/// A login through the trusted loopback proxy, for the client address `ip`.
+fn login_from(gw: &Gateway, email: &str, ua: &str, ip: &str) -> Jar {
     let body = json!({"email": email, "password": PASSWORD}).to_string();
     let r = post(
         &gw.url("/auth/login"),
-        &[("Content-Type", "application/json"), ("User-Agent", ua)],
+        &[
+            ("Content-Type", "application/json"),
+            ("User-Agent", ua),
+            ("X-Forwarded-For", ip),
+        ],
         body.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     Jar::from(&r, "__Host-")
 }
+
+const TRUSTING: &str = "server:\n  listen: [\"127.0.0.1:{PORT}\"]\n  public_url: http://127.0.0.1:{PORT}\n  grace_period: 1s\n  trusted_proxies: [127.0.0.1/32]\n";
 
 fn list(gw: &Gateway, jar: &Jar) -> Vec<serde_json::Value> {
     let r = get(
@@ -42,11 +53,11 @@ fn delete(gw: &Gateway, jar: &Jar, sid: &str, csrf: bool) -> Resp {
 #[test]
 fn users_see_their_sessions_and_end_one_or_all_the_others() {
     let up = Upstream::start();
-    let gw = auth_gateway("", &up);
+    let gw = auth_gateway(TRUSTING, &up);
     assert_eq!(get(&gw.url("/auth/sessions"), &[]).status, 401);
-    let laptop = login_with(&gw, "alice@example.com", FIREFOX);
+    let laptop = login_from(&gw, "alice@example.com", FIREFOX, "198.51.100.7");
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let desktop = login_with(&gw, "alice@example.com", CHROME);
+    let desktop = login_from(&gw, "alice@example.com", CHROME, "203.0.113.9");
     let carol = login_with(&gw, "carol@example.com", FIREFOX);
 
     let seen = list(&gw, &laptop);
@@ -58,8 +69,12 @@ fn users_see_their_sessions_and_end_one_or_all_the_others() {
     assert_eq!(seen[1]["device"], "Firefox on Linux");
     assert_eq!(seen[0]["current"], false);
     assert_eq!(seen[1]["current"], true);
+    assert_eq!(
+        seen[0]["ip"], "203.0.113.9",
+        "the address as the gateway sees it"
+    );
+    assert_eq!(seen[1]["ip"], "198.51.100.7");
     for s in &seen {
-        assert_eq!(s["ip"], "127.0.0.1");
         for k in ["created_at", "last_used_at", "expires_at"] {
             let t = s[k].as_str().unwrap();
             assert!(t.len() == 20 && t.ends_with('Z'), "{k}: {t}");
