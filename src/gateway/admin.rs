@@ -16,7 +16,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
 
 /// The shortest token accepted: guessing must be hopeless.
@@ -39,10 +38,6 @@ pub fn load_token(admin: &AdminConfig) -> Result<Secret<String>, String> {
 pub struct AdminApp {
     pub live: Arc<ArcSwap<AppState>>,
     pub token: Secret<String>,
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 impl AdminApp {
@@ -71,17 +66,7 @@ impl AdminApp {
                 list.sort_by_key(|f| std::cmp::Reverse(f.created));
                 let sessions: Vec<_> = list
                     .iter()
-                    .map(|f| {
-                        let o = f.origin.clone().unwrap_or_default();
-                        json!({
-                            "id": f.sid,
-                            "created_at": rfc3339(f.created),
-                            "last_used_at": rfc3339(f.rotated_at.max(f.created)),
-                            "ip": o.ip,
-                            "device": o.device,
-                            "expires_at": rfc3339(f.expires_at()),
-                        })
-                    })
+                    .map(|f| crate::routes::sessions::describe(f, None))
                     .collect();
                 LocalResponse::json(200, &json!({ "user": user, "sessions": sessions }))
             }

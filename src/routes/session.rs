@@ -9,7 +9,8 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 use std::time::{Duration, UNIX_EPOCH};
 
-fn rfc3339(secs: u64) -> String {
+/// A unix time as RFC 3339 (UTC, whole seconds), as every `/auth` and admin answer gives it.
+pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 

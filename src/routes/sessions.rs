@@ -3,14 +3,33 @@
 //! user's id is a 404, as an unknown one), `POST /auth/sessions/revoke-others` ends all but
 //! the current one. Cookie-authenticated calls that change something need the CSRF header.
 
+use super::session::rfc3339;
 use super::{check_csrf, cookie_authenticated, with_cookies, Call, Endpoints};
 use crate::auth::{cookies, verify_request, Identity};
 use crate::respond::{self, LocalResponse};
-use serde_json::json;
-use std::time::{Duration, UNIX_EPOCH};
+use crate::store::Family;
+use serde_json::{json, Value};
 
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+/// One session as the lists show it (`current` only when the caller has one).
+pub fn describe(f: &Family, current: Option<&str>) -> Value {
+    let origin = f.origin.clone().unwrap_or_default();
+    let device = if origin.device.is_empty() {
+        "Unknown browser".to_string()
+    } else {
+        origin.device
+    };
+    let mut v = json!({
+        "id": f.sid,
+        "created_at": rfc3339(f.created),
+        "last_used_at": rfc3339(f.rotated_at.max(f.created)),
+        "ip": origin.ip,
+        "device": device,
+        "expires_at": rfc3339(f.expires_at()),
+    });
+    if let Some(sid) = current {
+        v["current"] = json!(f.sid == sid);
+    }
+    v
 }
 
 /// The caller, and for unsafe calls by cookie, a passed CSRF check.
@@ -43,18 +62,7 @@ pub async fn list(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     sessions.sort_by(|a, b| b.created.cmp(&a.created).then(a.sid.cmp(&b.sid)));
     let list: Vec<_> = sessions
         .iter()
-        .map(|f| {
-            let origin = f.origin.clone().unwrap_or_default();
-            json!({
-                "id": f.sid,
-                "current": f.sid == who.sid,
-                "created_at": rfc3339(f.created),
-                "last_used_at": rfc3339(f.rotated_at.max(f.created)),
-                "ip": origin.ip,
-                "device": if origin.device.is_empty() { "Unknown browser".to_string() } else { origin.device },
-                "expires_at": rfc3339(f.expires_at()),
-            })
-        })
+        .map(|f| describe(f, Some(&who.sid)))
         .collect();
     LocalResponse::json(200, &json!({ "sessions": list }))
 }
