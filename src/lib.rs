@@ -18,6 +18,7 @@
 //! - `metrics`: Prometheus registry and the metrics listener
 //! - `telemetry`: JSON/text logs, access and audit lines
 //! - `demo`: the bundled demo upstream and config
+//! - `preflight`: the checks `check`, `serve` and a reload run on the files a config names
 //! - `probe`: the tiny HTTP client behind `portcullis probe`
 //! - `secret`: `Secret<T>`, never printed
 //! - `admin_cli`: `portcullis sessions`, a client of the admin API
@@ -32,6 +33,7 @@ pub mod demo;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod preflight;
 pub mod probe;
 pub mod reload;
 pub mod respond;

@@ -78,7 +78,7 @@ impl Reloader {
         current: &AppState,
     ) -> Result<(AppState, Option<crate::tls::LoadedCert>), String> {
         let config = crate::config::load(&current.config.source).map_err(|e| e.to_string())?;
-        let keyring = crate::server::preflight(&config).map_err(|e| e.to_string())?;
+        let keyring = crate::preflight::preflight(&config).map_err(|e| e.to_string())?;
         let cert = match (&config.server.tls, &self.cert) {
             (Some(tls), Some(_)) => Some(
                 crate::tls::load(&tls.cert, &tls.key)

@@ -14,6 +14,7 @@ pub mod password;
 pub mod ratelimit;
 pub mod sessions;
 pub mod users;
+pub mod users_reload;
 
 pub use credential::{bearer_token, cookie_value, credential, is_bearer, Credential};
 pub use csrf::{is_cross_site, is_unsafe};

@@ -5,7 +5,8 @@
 //! - `forward.rs`: headers going upstream and coming back
 //! - `answer.rs`: the gateway's own answers written to the client; proxy failures
 //! - `access_log.rs`: metrics and the access log, once per request
-//! - `ctx.rs`: per-request state, request ids, the client-address policy
+//! - `ctx.rs`: per-request state
+//! - `client.rs`: request ids, the client-address policy
 //! - `state.rs`: what the proxy needs, built from one config (again on every reload)
 //! - `routing.rs`: route matching on the canonical path and host
 //! - `admin.rs`: the admin API on its own listener (sessions, the kill switch)
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod admit;
 pub mod answer;
 pub mod canonical;
+pub mod client;
 pub mod client_limits;
 pub mod cors;
 pub mod ctx;

@@ -4,7 +4,7 @@
 //! each request keeps the one it started with. What must outlive a reload (metrics, open
 //! WebSockets, request ids, the password checkers) is [`Lasting`].
 
-use super::ctx::{ClientIpPolicy, RequestIds};
+use super::client::{ClientIpPolicy, RequestIds};
 use super::{cors, identity, security_headers, upstreams, websocket, wire_name};
 use crate::auth::login::PasswordLogin;
 use crate::auth::AuthState;
