@@ -485,12 +485,7 @@ fn chromium_client_warns_before_the_session_expires() {
     let base = gw.url("");
     let result = run_script("client_expiry.mjs", &[&base, "carol@example.com", PASSWORD]);
     assert_eq!(result["ok"], true, "{result}");
-    let names: Vec<&str> = result["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = step_names(&result);
     assert_eq!(
         names,
         [
@@ -522,12 +517,7 @@ fn chromium_client_fires_events_without_a_banner() {
         &[&base, "carol@example.com", PASSWORD, "--no-banner"],
     );
     assert_eq!(result["ok"], true, "{result}");
-    let names: Vec<&str> = result["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = step_names(&result);
     assert_eq!(
         names,
         [
@@ -538,4 +528,14 @@ fn chromium_client_fires_events_without_a_banner() {
         ],
         "{result}"
     );
+}
+
+/// The names of the steps a script reports, in order.
+fn step_names(result: &serde_json::Value) -> Vec<&str> {
+    result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
 }

@@ -127,13 +127,7 @@ fn a_stranger_failing_from_many_addresses_does_not_lock_out_the_known_browser() 
         assert_eq!(r.status, 429, "{forged}: {}", r.body);
     }
     // Carol's own browser still signs in.
-    let r = login_from(
-        &gw,
-        "198.51.100.7",
-        "carol@example.com",
-        PASSWORD,
-        &device_cookie,
-    );
+    let r = known_browser(&gw, &device_cookie);
     assert_eq!(
         r.status, 200,
         "the known browser is not locked out: {}",
@@ -149,13 +143,7 @@ fn a_stranger_failing_from_many_addresses_does_not_lock_out_the_known_browser() 
         "still throttled after the restart: {}",
         r.body
     );
-    let r = login_from(
-        &gw,
-        "198.51.100.7",
-        "carol@example.com",
-        PASSWORD,
-        &device_cookie,
-    );
+    let r = known_browser(&gw, &device_cookie);
     assert_eq!(r.status, 200, "{}", r.body);
 
     // The known browser has its own, smaller budget: failures there count against it.
@@ -169,13 +157,7 @@ fn a_stranger_failing_from_many_addresses_does_not_lock_out_the_known_browser() 
         );
         assert_eq!(r.status, 401);
     }
-    let r = login_from(
-        &gw,
-        "198.51.100.7",
-        "carol@example.com",
-        PASSWORD,
-        &device_cookie,
-    );
+    let r = known_browser(&gw, &device_cookie);
     assert_eq!(r.status, 429, "{}", r.body);
     let log = gw.log();
     let line = log
@@ -202,4 +184,15 @@ fn a_stranger_failing_from_many_addresses_does_not_lock_out_the_known_browser() 
     gw.spawn();
     let r = login_from(&gw, "203.0.113.54", "carol@example.com", PASSWORD, "");
     assert_eq!(r.status, 200, "unlocked: {}", r.body);
+}
+
+/// Carol signing in from her own browser (her address, her device cookie).
+fn known_browser(gw: &Gateway, device_cookie: &str) -> Resp {
+    login_from(
+        gw,
+        "198.51.100.7",
+        "carol@example.com",
+        PASSWORD,
+        device_cookie,
+    )
 }
