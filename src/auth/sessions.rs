@@ -231,6 +231,8 @@ impl Sessions {
             rotated_at_ms: Some(now_ms),
             revoked: false,
             origin: Some(origin),
+            auth_time: Some(now),
+            amr: vec!["pwd".to_string()],
         };
         self.store.create_family(&family).await?;
         self.evict_beyond_limit(&family, now).await;

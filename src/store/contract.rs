@@ -44,6 +44,8 @@ pub fn family(sid: &str, user: &str, token: &str) -> Family {
         rotated_at_ms: Some(T0_MS),
         revoked: false,
         origin: None,
+        auth_time: None,
+        amr: Vec::new(),
     }
 }
 

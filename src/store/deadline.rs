@@ -345,6 +345,25 @@ impl TokenStore for WithDeadline {
         self.within("unlock", self.timeout, self.inner.unlock(unlock))
             .await
     }
+
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError> {
+        let call = self.inner.reauthenticate(sid, auth_time, amr);
+        self.within("reauthenticate", self.timeout, call).await
+    }
+
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        self.within("mfa", self.timeout, self.inner.mfa(user)).await
+    }
+
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        let call = self.inner.change_mfa(user, change);
+        self.within("change_mfa", self.timeout, call).await
+    }
 }
 
 #[cfg(test)]

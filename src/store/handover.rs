@@ -265,6 +265,23 @@ impl TokenStore for Handover {
         self.current()?.unlock(unlock).await
     }
 
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError> {
+        self.current()?.reauthenticate(sid, auth_time, amr).await
+    }
+
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        self.current()?.mfa(user).await
+    }
+
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        self.current()?.change_mfa(user, change).await
+    }
+
     /// Once the database is open (at once on a plain start), fill `view` from it; nothing to
     /// watch afterwards: this process is the only writer.
     async fn watch_revocations(&self, view: Arc<RevocationView>) {

@@ -19,6 +19,7 @@
 pub mod contract;
 pub mod deadline;
 pub mod handover;
+pub mod mfa;
 pub mod redis;
 pub mod sled;
 pub mod writer;
@@ -26,6 +27,7 @@ pub mod writer;
 pub use crate::config::Rate;
 use crate::tokens::revocation::RevocationView;
 use async_trait::async_trait;
+pub use mfa::{MfaChange, MfaRecord};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 
@@ -88,6 +90,13 @@ pub struct Family {
     /// Where the session began, for the user's session list (absent in older records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Unix time the user last proved who they are in this session (the login, or a
+    /// step-up since); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// How they proved it (`pwd`, `otp`), as access tokens of the session say in `amr`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// The browser a session began in: its address, its `User-Agent` (first 256 bytes) and a
@@ -272,6 +281,23 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Forget every throttling counter `unlock` names; returns how many there were.
     async fn unlock(&self, unlock: &Unlock) -> Result<u64, StoreError>;
+
+    /// Session `sid` was authenticated again (a step-up) at `auth_time` by `amr`: the access
+    /// tokens its rotations issue say so from now on. `false` when the session is unknown,
+    /// revoked or ended.
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError>;
+
+    /// The second factor of `user`, if any.
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError>;
+
+    /// Apply `change` to the second factor of `user` atomically (whatever other instances do
+    /// at the same time); returns whether it was accepted ([`MfaChange::apply`]).
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError>;
 }
 
 /// One throttling counter: whose failed attempts it counts. Accounts are the user id of a

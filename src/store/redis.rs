@@ -2,7 +2,8 @@
 //!
 //! Keys (prefix `pc:`): `fam:<sid>` (Family JSON, expires with the session), `tok:<hash>`
 //! (sid), `user:<id>` (set of sids), `rev:j:<jti>` / `rev:s:<sid>` (until, expiring then),
-//! `key` (rotation key), `rl:<key>` (sorted set of rate-limit events). Rotation, including
+//! `key` (rotation key), `rl:<key>` (sorted set of rate-limit events), `mfa:<id>` (the second
+//! factor's JSON, its secret sealed; changed by compare-and-set). Rotation, including
 //! the grace window and reuse revocation, is one Lua script, so it is atomic across
 //! instances. Every revocation is published on `pc:revocations`; each instance applies it to
 //! its in-memory view, and after a reconnect reloads every revocation before it reports ready.
@@ -32,7 +33,7 @@ use crate::secret::Secret;
 use crate::tokens::revocation::RevocationView;
 use ::redis::{AsyncCommands, Script};
 use link::{Conn, Link};
-use scripts::{RATE, REVOKE, REVOKE_FN, ROTATE};
+use scripts::{COMPARE_AND_SET, RATE, REAUTHENTICATE, REVOKE, REVOKE_FN, ROTATE};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct RedisStore {
     rotate: Script,
     revoke: Script,
     rate: Script,
+    reauthenticate: Script,
+    compare_and_set: Script,
     /// The revocation view has been (re)loaded since the last (re)connect.
     synced: AtomicBool,
     /// Unix time of the last successful contact (the watcher pings every second).
@@ -122,6 +125,8 @@ impl RedisStore {
             rotate: Script::new(&format!("{REVOKE_FN}{ROTATE}")),
             revoke: Script::new(&format!("{REVOKE_FN}{REVOKE}")),
             rate: Script::new(RATE),
+            reauthenticate: Script::new(REAUTHENTICATE),
+            compare_and_set: Script::new(COMPARE_AND_SET),
             synced: AtomicBool::new(false),
             last_ok: AtomicU64::new(0),
             max_staleness: max_staleness.as_secs(),
@@ -423,6 +428,77 @@ impl TokenStore for RedisStore {
         }
         let removed: u64 = c.del(&keys).await.map_err(unavailable)?;
         Ok(removed)
+    }
+
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError> {
+        let amr = serde_json::to_string(amr).expect("strings serialize");
+        let mut c = self.durable().await?;
+        let done: u64 = self
+            .reauthenticate
+            .key(format!("{P}fam:{sid}"))
+            .arg(auth_time)
+            .arg(amr)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        self.acked(&mut c).await?;
+        Ok(done == 1)
+    }
+
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .get(format!("{P}mfa:{user}"))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| {
+            serde_json::from_str(&r)
+                .map_err(|e| StoreError::Corrupt(format!("second-factor record: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Read, change in Rust ([`MfaChange::apply`]), write back only if nobody wrote in
+    /// between; retried a few times when someone did.
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        let key = format!("{P}mfa:{user}");
+        let mut c = self.durable().await?;
+        for _ in 0..8 {
+            let raw: Option<String> = c.get(&key).await.map_err(unavailable)?;
+            let record = raw
+                .as_deref()
+                .map(serde_json::from_str::<MfaRecord>)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("second-factor record: {e}")))?;
+            let (next, accepted) = change.apply(record);
+            if !accepted {
+                return Ok(false);
+            }
+            let next = next
+                .map(|r| serde_json::to_string(&r).expect("records serialize"))
+                .unwrap_or_default();
+            let written: u64 = self
+                .compare_and_set
+                .key(&key)
+                .arg(raw.unwrap_or_default())
+                .arg(&next)
+                .arg(if next.is_empty() { "1" } else { "0" })
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if written == 1 {
+                self.acked(&mut c).await?;
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "redis: the second-factor record kept changing".into(),
+        ))
     }
 }
 

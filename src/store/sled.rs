@@ -3,7 +3,8 @@
 //! Trees: `families` (sid -> Family JSON), `tokens` (refresh-token hash -> sid, for every
 //! token a family ever had, so replays of old ones are recognised), `user_sessions`
 //! (`user\0sid`), `revocations` (`j:<jti>` / `s:<sid>` -> until, big-endian u64), `meta`,
-//! `rate_limits` (throttling counters), `known_devices` (`user\0device` -> until).
+//! `rate_limits` (throttling counters), `known_devices` (`user\0device` -> until), `mfa` (user ->
+//! second factor JSON, its secret sealed).
 //!
 //! Every call runs on the one writer thread (`writer.rs`), which flushes once per batch and
 //! answers only after that flush: a write is on disk before its caller sees it, concurrent
@@ -86,6 +87,7 @@ impl SledStore {
             meta: tree("meta")?,
             rate_limits: tree("rate_limits")?,
             known_devices: tree("known_devices")?,
+            mfa: tree("mfa")?,
             db,
         };
         Ok(Some(SledStore {
@@ -275,6 +277,36 @@ impl TokenStore for SledStore {
         let unlock = unlock.clone();
         self.writer
             .call(Access::Write, "unlock", move |t: &Trees| t.unlock(&unlock))
+            .await
+    }
+
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError> {
+        let (sid, amr) = (sid.to_string(), amr.to_vec());
+        self.writer
+            .call(Access::Write, "reauthenticate", move |t: &Trees| {
+                t.reauthenticate(&sid, auth_time, amr)
+            })
+            .await
+    }
+
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        let user = user.to_string();
+        self.writer
+            .call(Access::Read, "mfa", move |t: &Trees| t.mfa(&user))
+            .await
+    }
+
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        let (user, change) = (user.to_string(), change.clone());
+        self.writer
+            .call(Access::Write, "change_mfa", move |t: &Trees| {
+                t.change_mfa(&user, &change)
+            })
             .await
     }
 }

@@ -103,6 +103,23 @@ impl TokenStore for Stalling {
         self.pause().await;
         self.inner.unlock(unlock).await
     }
+    async fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: &[String],
+    ) -> Result<bool, StoreError> {
+        self.pause().await;
+        self.inner.reauthenticate(sid, auth_time, amr).await
+    }
+    async fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        self.pause().await;
+        self.inner.mfa(user).await
+    }
+    async fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        self.pause().await;
+        self.inner.change_mfa(user, change).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

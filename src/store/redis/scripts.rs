@@ -98,3 +98,26 @@ if add == '1' then
 end
 return {1, 0}
 "#;
+
+/// A step-up: the session's new authentication time and methods (a JSON array), kept with
+/// the session's expiry. Returns 1, or 0 when the session is unknown, revoked or ended.
+pub(super) const REAUTHENTICATE: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local f = cjson.decode(raw)
+local at = tonumber(ARGV[1])
+if f.revoked or at >= math.min(f.idle_exp, f.max_exp) then return 0 end
+f.auth_time = at
+f.amr = cjson.decode(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(f), 'KEEPTTL')
+return 1
+"#;
+
+/// Compare-and-set of one key: write ARGV[2] (delete when ARGV[3] is '1') only while the key
+/// still holds ARGV[1] ('' for absent). Returns 1 when written.
+pub(super) const COMPARE_AND_SET: &str = r#"
+local now = redis.call('GET', KEYS[1]) or ''
+if now ~= ARGV[1] then return 0 end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+return 1
+"#;

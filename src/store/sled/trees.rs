@@ -3,7 +3,9 @@
 //! here never loses to another writer.
 
 use crate::store::writer::Durable;
-use crate::store::{Family, Revocation, RotateOutcome, RotationPolicy, StoreError};
+use crate::store::{
+    Family, MfaChange, MfaRecord, Revocation, RotateOutcome, RotationPolicy, StoreError,
+};
 use std::sync::Arc;
 
 /// The database, owned by the writer thread.
@@ -19,6 +21,8 @@ pub(super) struct Trees {
     pub(super) rate_limits: ::sled::Tree,
     /// `user\0device` -> until when that device counts as known (big-endian u64).
     pub(super) known_devices: ::sled::Tree,
+    /// user -> [`MfaRecord`] JSON (the secret in it sealed by the caller).
+    pub(super) mfa: ::sled::Tree,
 }
 
 /// Why sled could not make a batch durable. Shared rather than copied: every caller of the
@@ -339,5 +343,56 @@ impl Trees {
             }
         }
         Ok(removed)
+    }
+
+    /// A step-up: the session's new authentication time and methods.
+    pub(super) fn reauthenticate(
+        &self,
+        sid: &str,
+        auth_time: u64,
+        amr: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        let Some((old, mut f)) = self.get_family(sid)? else {
+            return Ok(false);
+        };
+        if f.revoked || auth_time >= f.expires_at() {
+            return Ok(false);
+        }
+        f.auth_time = Some(auth_time);
+        f.amr = amr;
+        // The writer is the only writer: the swap cannot lose.
+        Ok(self
+            .families
+            .compare_and_swap(sid, Some(old), Some(encode(&f)?))
+            .map_err(unavailable)?
+            .is_ok())
+    }
+
+    pub(super) fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        match self.mfa.get(user).map_err(unavailable)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("second-factor record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Read, change, write: atomic because this thread is the only writer.
+    pub(super) fn change_mfa(&self, user: &str, change: &MfaChange) -> Result<bool, StoreError> {
+        let (next, accepted) = change.apply(self.mfa(user)?);
+        if !accepted {
+            return Ok(false);
+        }
+        match next {
+            Some(r) => {
+                let bytes = serde_json::to_vec(&r)
+                    .map_err(|e| StoreError::Corrupt(format!("second-factor record: {e}")))?;
+                self.mfa.insert(user, bytes).map_err(unavailable)?;
+            }
+            None => {
+                self.mfa.remove(user).map_err(unavailable)?;
+            }
+        }
+        Ok(true)
     }
 }
