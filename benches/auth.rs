@@ -49,6 +49,8 @@ fn bench_rotation(c: &mut Criterion, name: &str, store: &dyn TokenStore) {
         rotated_at_ms: Some(now * 1000),
         revoked: false,
         origin: None,
+        auth_time: None,
+        amr: Vec::new(),
     }))
     .unwrap();
     let mut n = 0u64;

@@ -189,6 +189,8 @@ fn store_run(
             rotated_at_ms: Some(now * 1000),
             revoked: false,
             origin: None,
+            auth_time: None,
+            amr: Vec::new(),
         };
         rt.block_on(store.create_family(&f))
             .expect("create a session");

@@ -68,6 +68,8 @@ fn bench(c: &mut Criterion) {
                     sub: "alice",
                     email: "alice@example.com",
                     roles: &roles,
+                    auth_time: 0,
+                    amr: &[],
                 },
                 "sid",
             )

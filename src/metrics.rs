@@ -28,6 +28,9 @@ pub struct Metrics {
     /// `portcullis_logins_total{result}`: success, invalid_credentials, rate_limited,
     /// unavailable, bad_request, csrf.
     pub logins: IntCounterVec,
+    /// `portcullis_mfa_total{result}`: second-factor codes by result: success, recovery,
+    /// wrong_code, replay, rate_limited, enrolled, removed.
+    pub mfa: IntCounterVec,
     /// `portcullis_refreshes_total{result}`: success, reused, invalid, expired, missing,
     /// rate_limited, unavailable.
     pub refreshes: IntCounterVec,
@@ -117,6 +120,11 @@ impl Metrics {
             logins: counter(
                 "portcullis_logins_total",
                 "Password logins by result",
+                &["result"],
+            ),
+            mfa: counter(
+                "portcullis_mfa_total",
+                "Second-factor codes and enrolments by result",
                 &["result"],
             ),
             refreshes: counter(

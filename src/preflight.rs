@@ -24,12 +24,19 @@ pub fn preflight(config: &Config) -> Result<Keyring, StartError> {
         check_tls(&config.source, &tls.cert, &tls.key)?;
     }
     let file = config.source.display();
-    UserDirectory::load(&config.users_file, config.users_file_required).map_err(|e| {
-        StartError::Invalid(match e {
-            UsersError::Unreadable { .. } => format!("{file}: {e}"),
-            UsersError::Invalid { .. } => e.to_string(),
-        })
-    })?;
+    let users =
+        UserDirectory::load(&config.users_file, config.users_file_required).map_err(|e| {
+            StartError::Invalid(match e {
+                UsersError::Unreadable { .. } => format!("{file}: {e}"),
+                UsersError::Invalid { .. } => e.to_string(),
+            })
+        })?;
+    if config.mfa.is_none() && users.any_mfa_required() {
+        return Err(StartError::Invalid(format!(
+            "{file}: mfa.encryption_key: users in {} have `mfa: required`, which needs the `mfa` section and its key",
+            config.users_file.display()
+        )));
+    }
     if let Some(admin) = &config.admin {
         crate::gateway::admin::load_token(admin)
             .map_err(|e| StartError::Invalid(format!("{file}: {e}")))?;

@@ -93,6 +93,17 @@ pub fn login_url(path_and_query: &str) -> String {
     format!("/auth/login?return_to={encoded}")
 }
 
+/// The login page of a step-up: `step_up=1`, and `mfa=1` when a code is what is missing.
+pub fn step_up_url(failure: Failure, path_and_query: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+    let code = if failure == Failure::StepUpCode {
+        "&mfa=1"
+    } else {
+        ""
+    };
+    format!("/auth/login?step_up=1{code}&return_to={encoded}")
+}
+
 /// An authentication failure on a protected route. A browser navigation gets what a person
 /// can act on: 302 to the login page, or a small HTML page when signing in again would not
 /// help (a missing role, a cross-site request) or when the session was ended on purpose.
@@ -117,7 +128,10 @@ pub fn failure(failure: Failure, req: &RequestHeader) -> LocalResponse {
         _ => {}
     }
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let login = login_url(pq);
+    let login = match failure {
+        Failure::StepUp | Failure::StepUpCode => step_up_url(failure, pq),
+        _ => login_url(pq),
+    };
     if navigation && failure == Failure::TokenRevoked {
         return LocalResponse::html(401, pages::session_ended(&login))
             .header(WWW_AUTHENTICATE, challenge(failure.token_presented()));
@@ -129,6 +143,13 @@ pub fn failure(failure: Failure, req: &RequestHeader) -> LocalResponse {
         }
         return r;
     }
+    let challenge = match failure {
+        // RFC 9470: the token is fine, the authentication behind it is not enough.
+        Failure::StepUp | Failure::StepUpCode => {
+            HeaderValue::from_static("Bearer error=\"insufficient_user_authentication\"")
+        }
+        _ => challenge(failure.token_presented()),
+    };
     LocalResponse::json(
         401,
         &json!({
@@ -137,7 +158,7 @@ pub fn failure(failure: Failure, req: &RequestHeader) -> LocalResponse {
             "login_url": login,
         }),
     )
-    .header(WWW_AUTHENTICATE, challenge(failure.token_presented()))
+    .header(WWW_AUTHENTICATE, challenge)
 }
 
 /// An endpoint that needs the caller's own session, refused: 401 with its challenge, or 503

@@ -259,6 +259,7 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         tokens.clone(),
         users.clone(),
     ));
+    check_mfa_key(&config, &store)?;
     if let Some(h) = handover.as_ref().filter(|_| !options.upgrade) {
         let n = crate::store::runtime().block_on(sessions.load_revocations())?;
         h.mark_loaded();
@@ -390,4 +391,32 @@ pub fn build(config: Arc<Config>, options: BuildOptions) -> Result<Built, StartE
         reloader,
         drain,
     })
+}
+
+/// Does `mfa.encryption_key` open the secrets in the store? A different key is a start-up
+/// error naming it. A store that does not answer in time is not: the gateway starts, reports
+/// not ready, and the second factor answers 503 until the store is back.
+fn check_mfa_key(config: &Config, store: &crate::store::SharedStore) -> Result<(), StartError> {
+    let Some(m) = &config.mfa else {
+        return Ok(());
+    };
+    let factor =
+        crate::auth::mfa::SecondFactor::new(m, store.clone(), Arc::new(crate::clock::SystemClock));
+    let checked = crate::store::runtime()
+        .block_on(async { tokio::time::timeout(config.store_timeout, factor.check_key()).await });
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(crate::auth::mfa::MfaError::Sealed)) => Err(StartError::Invalid(format!(
+            "{}: mfa.encryption_key: not the key the second-factor secrets in the store were sealed with (restore the previous key; with a new key every user must enrol again after `portcullis mfa reset`)",
+            config.source.display()
+        ))),
+        Ok(Err(e)) => {
+            tracing::warn!(target: "portcullis::mfa", error = %e, "could not check mfa.encryption_key against the store yet");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(target: "portcullis::mfa", "the store did not answer in time to check mfa.encryption_key");
+            Ok(())
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod credential;
 pub mod csrf;
 pub mod device;
 pub mod login;
+pub mod mfa;
 pub mod notify;
 pub mod password;
 pub mod ratelimit;
@@ -32,16 +33,40 @@ pub struct AuthState {
     pub store: SharedStore,
     pub tokens: Arc<TokenService>,
     pub sessions: Arc<Sessions>,
+    /// The second factor (`None` without the `mfa` section).
+    pub mfa: Option<mfa::SecondFactor>,
 }
 
 impl AuthState {
     pub fn new(config: Arc<Config>, sessions: Arc<Sessions>) -> Self {
+        let mfa = config.mfa.as_ref().map(|m| {
+            mfa::SecondFactor::new(m, sessions.store.clone(), sessions.tokens.clock.clone())
+        });
         AuthState {
             store: sessions.store.clone(),
             tokens: sessions.tokens.clone(),
             sessions,
             config,
+            mfa,
         }
+    }
+
+    /// Must the user behind `identity` enter a code before anything else (their account or
+    /// role requires a second factor, and this session has not used one)?
+    fn must_use_code(&self, identity: &Verified) -> bool {
+        let Some(mfa) = &self.mfa else {
+            return false;
+        };
+        if identity.otp || identity.sid.is_empty() {
+            return false;
+        }
+        mfa.required_by_roles(&identity.roles)
+            || (self.sessions.users.any_mfa_required()
+                && self
+                    .sessions
+                    .users
+                    .by_id(&identity.sub)
+                    .is_some_and(|u| u.mfa_required))
     }
 }
 
@@ -62,6 +87,10 @@ pub enum Failure {
     Csrf,
     /// The shared store has been unreachable too long to trust the revocation view.
     Unavailable,
+    /// The route wants a more recent sign-in (`max_auth_age`).
+    StepUp,
+    /// The route (or the user's account) wants a code entered in this session.
+    StepUpCode,
 }
 
 impl Failure {
@@ -74,6 +103,7 @@ impl Failure {
             Failure::Forbidden => "forbidden",
             Failure::Csrf => "csrf",
             Failure::Unavailable => "store_unavailable",
+            Failure::StepUp | Failure::StepUpCode => "step_up_required",
         }
     }
 
@@ -86,6 +116,8 @@ impl Failure {
             Failure::Forbidden => "you do not have access to this resource",
             Failure::Csrf => "cross-site request refused",
             Failure::Unavailable => "authentication is temporarily unavailable",
+            Failure::StepUp => "sign in again to continue",
+            Failure::StepUpCode => "enter a code from your authenticator app to continue",
         }
     }
 
@@ -151,7 +183,22 @@ fn admit(
     if by_cookie && is_cross_site(req, &state.config.server.public_url) {
         return Decision::Deny(Failure::Csrf, Some(identity.sub.clone()));
     }
+    if let Some(step_up) = step_up(state, route, &identity) {
+        return Decision::Deny(step_up, Some(identity.sub.clone()));
+    }
     Decision::Allow(Some(identity), via)
+}
+
+/// Does `identity` need to prove who it is again for `route`: a code this session has not
+/// entered (the route's `mfa: required`, or an account that must use one), or a sign-in
+/// older than the route's `max_auth_age`?
+fn step_up(state: &AuthState, route: &Route, identity: &Verified) -> Option<Failure> {
+    if (route.mfa_required && !identity.otp) || state.must_use_code(identity) {
+        return Some(Failure::StepUpCode);
+    }
+    let max = route.max_auth_age?;
+    let age = state.tokens.clock.now().saturating_sub(identity.auth_time);
+    (age > max.as_secs()).then_some(Failure::StepUp)
 }
 
 /// Decide whether `req` may pass `route`. Returns the decision and cookies to set on the
@@ -205,6 +252,8 @@ pub async fn authenticate(
                 jti: issued.access.jti.clone(),
                 exp: issued.access.exp,
                 iss: state.tokens.issuer().to_string(),
+                auth_time: issued.family.authenticated_at(),
+                otp: issued.family.otp(),
             });
             let csrf = cookie_value(req, &c.csrf_name)
                 .flatten()

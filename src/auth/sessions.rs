@@ -140,18 +140,22 @@ impl Sessions {
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
+    /// An access token for `user` in session `family`, saying when and how the user last
+    /// proved who they are there (a rotation does not make that any fresher).
     fn issue_access(
         &self,
         user: &User,
-        sid: &str,
+        family: &Family,
     ) -> Result<IssuedAccess, crate::tokens::access::IssueError> {
         self.tokens.issue(
             &Subject {
                 sub: &user.id,
                 email: &user.email,
                 roles: &user.roles,
+                auth_time: family.authenticated_at(),
+                amr: &family.methods(),
             },
-            sid,
+            &family.sid,
         )
     }
 
@@ -214,8 +218,14 @@ impl Sessions {
         family.expires_at().saturating_sub(self.now())
     }
 
-    /// A new session for `user` (after a successful login) in the browser `origin` names.
-    pub async fn login(&self, user: Arc<User>, origin: Origin) -> Result<Issued, RefreshError> {
+    /// A new session for `user` (after a successful login) in the browser `origin` names,
+    /// who proved who they are by `amr` (`pwd`, and `otp` after a code).
+    pub async fn login(
+        &self,
+        user: Arc<User>,
+        origin: Origin,
+        amr: &[&str],
+    ) -> Result<Issued, RefreshError> {
         let now_ms = self.now_ms();
         let now = now_ms / 1000;
         let refresh = random_id(32);
@@ -232,13 +242,13 @@ impl Sessions {
             revoked: false,
             origin: Some(origin),
             auth_time: Some(now),
-            amr: vec!["pwd".to_string()],
+            amr: amr.iter().map(|m| m.to_string()).collect(),
         };
         self.store.create_family(&family).await?;
         self.evict_beyond_limit(&family, now).await;
         self.note_device(&family, now).await;
         let access = self
-            .issue_access(&user, &family.sid)
+            .issue_access(&user, &family)
             .map_err(RefreshError::Issue)?;
         Ok(Issued {
             access,
@@ -279,7 +289,7 @@ impl Sessions {
                     tracing::info!(target: "portcullis::audit", event = "refresh_grace_replay", sid = %family.sid, user = %family.user);
                 }
                 let access = self
-                    .issue_access(&user, &family.sid)
+                    .issue_access(&user, &family)
                     .map_err(RefreshError::Issue)?;
                 Ok(Issued {
                     access,
@@ -343,6 +353,28 @@ impl Sessions {
             self.flights.invalidate(&hash);
         }
         result
+    }
+
+    /// A step-up in session `family`: the user proved who they are again by `amr` now. The
+    /// session keeps its id and refresh token; a new access token says so.
+    pub async fn reauthenticate(
+        &self,
+        user: Arc<User>,
+        family: &Family,
+        amr: &[&str],
+    ) -> Result<(IssuedAccess, Family), RefreshError> {
+        let now = self.now();
+        let amr: Vec<String> = amr.iter().map(|m| m.to_string()).collect();
+        if !self.store.reauthenticate(&family.sid, now, &amr).await? {
+            return Err(RefreshError::Invalid);
+        }
+        let mut family = family.clone();
+        family.auth_time = Some(now);
+        family.amr = amr;
+        let access = self
+            .issue_access(&user, &family)
+            .map_err(RefreshError::Issue)?;
+        Ok((access, family))
     }
 
     /// End session `sid` (its access tokens stop working at once).

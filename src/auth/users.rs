@@ -1,4 +1,4 @@
-//! The users file: ids, emails, argon2id PHC strings, roles, disabled.
+//! The users file: ids, emails, argon2id PHC strings, roles, disabled, `mfa`.
 //! Reloaded when it changes; an invalid new version keeps the last good one and logs an error.
 
 use crate::secret::Secret;
@@ -25,6 +25,15 @@ struct UserWire {
     roles: Vec<String>,
     #[serde(default)]
     disabled: bool,
+    /// `required` or `optional` (the default).
+    mfa: Option<MfaWire>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum MfaWire {
+    Required,
+    Optional,
 }
 
 /// One account.
@@ -35,6 +44,8 @@ pub struct User {
     pub password_hash: Secret<String>,
     pub roles: Vec<String>,
     pub disabled: bool,
+    /// `mfa: required`: the user signs in with a code, and enrols before anything else.
+    pub mfa_required: bool,
 }
 
 /// A parsed users file.
@@ -42,6 +53,8 @@ pub struct User {
 pub struct Users {
     by_email: HashMap<String, Arc<User>>,
     by_id: HashMap<String, Arc<User>>,
+    /// Some user has `mfa: required` (checked per request only then).
+    any_mfa_required: bool,
 }
 
 /// Why the users file could not be taken. The variants differ in whose fault it is, which
@@ -84,6 +97,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, UsersError> {
         if id.trim().is_empty() {
             return Err(invalid("users".into(), "a user id must not be empty"));
         }
+        if id.chars().any(char::is_control) {
+            return Err(invalid(
+                "users".into(),
+                "a user id must not contain control characters",
+            ));
+        }
         match argon2::PasswordHash::new(&u.password) {
             Ok(h) if h.algorithm.as_str() == "argon2id" => {
                 if is_published_password(&u.password, &h) {
@@ -110,6 +129,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, UsersError> {
             password_hash: Secret::new(u.password),
             roles: u.roles,
             disabled: u.disabled,
+            mfa_required: u.mfa == Some(MfaWire::Required),
         });
         if users.by_email.insert(email.clone(), user.clone()).is_some() {
             return Err(invalid(
@@ -117,6 +137,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Users, UsersError> {
                 &format!("{email} belongs to two users"),
             ));
         }
+        users.any_mfa_required |= user.mfa_required;
         users.by_id.insert(id, user);
     }
     Ok(users)
@@ -195,6 +216,11 @@ impl UserDirectory {
     /// Every user id in the file.
     pub fn ids(&self) -> Vec<String> {
         self.current.load().by_id.keys().cloned().collect()
+    }
+
+    /// Does some user have `mfa: required`?
+    pub fn any_mfa_required(&self) -> bool {
+        self.current.load().any_mfa_required
     }
 
     pub fn len(&self) -> usize {

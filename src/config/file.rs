@@ -51,6 +51,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub notifications: NotificationsFile,
     pub admin: Option<AdminFile>,
+    /// The second factor (off when absent).
+    pub mfa: Option<MfaFile>,
+}
+
+/// TOTP: the name authenticator apps show, the key sealing the secrets in the store, and
+/// the roles that must use it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaFile {
+    pub issuer_name: Option<String>,
+    pub encryption_key: Option<String>,
+    #[serde(default)]
+    pub required_for_roles: Vec<String>,
 }
 
 /// The admin API's own listener and the file holding its Bearer token.
@@ -243,6 +256,10 @@ pub struct RouteFile {
     pub cors: Option<CorsFile>,
     pub security_headers: Option<SecurityHeadersFile>,
     pub inject_client: Option<bool>,
+    /// `required`: a code must have been entered in this session.
+    pub mfa: Option<String>,
+    /// How long ago the user may have proved who they are (`10m`).
+    pub max_auth_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

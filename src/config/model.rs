@@ -23,6 +23,8 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// The admin API (off when absent).
     pub admin: Option<AdminConfig>,
+    /// The second factor (off when absent).
+    pub mfa: Option<MfaConfig>,
     /// `login_page.title`: names the application on the login page.
     pub login_title: String,
     pub server: ServerConfig,
@@ -151,16 +153,19 @@ pub struct CookiesConfig {
     pub csrf_name: String,
     /// The device cookie a successful login sets (`pc_device`, prefixed like the others).
     pub device_name: String,
+    /// The cookie that carries a login between its password and code steps (`pc_mfa`).
+    pub mfa_name: String,
 }
 
 impl CookiesConfig {
     /// Every cookie the gateway sets: never forwarded upstream, never set by an upstream.
-    pub fn ours(&self) -> [&str; 4] {
+    pub fn ours(&self) -> [&str; 5] {
         [
             &self.access_name,
             &self.refresh_name,
             &self.csrf_name,
             &self.device_name,
+            &self.mfa_name,
         ]
     }
 }
@@ -282,6 +287,31 @@ pub struct Route {
     pub security_headers: Option<SecurityHeaders>,
     /// Insert the browser client's script tag into this route's HTML pages.
     pub inject_client: bool,
+    /// `mfa: required`: only sessions that entered a code pass (`otp` in `amr`).
+    pub mfa_required: bool,
+    /// `max_auth_age`: only sessions whose user proved who they are this recently pass.
+    pub max_auth_age: Option<Duration>,
+}
+
+/// `mfa`: TOTP second factor.
+#[derive(Clone)]
+pub struct MfaConfig {
+    /// The issuer authenticator apps show next to the account (`issuer_name`).
+    pub issuer_name: String,
+    /// `encryption_key`: the AEAD key the secrets are sealed with in the store.
+    pub encryption_key: crate::secret::Secret<[u8; 32]>,
+    /// Users with one of these roles must use a second factor.
+    pub required_for_roles: Vec<String>,
+}
+
+impl std::fmt::Debug for MfaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaConfig")
+            .field("issuer_name", &self.issuer_name)
+            .field("encryption_key", &self.encryption_key)
+            .field("required_for_roles", &self.required_for_roles)
+            .finish()
+    }
 }
 
 /// `routes[].path_params`: routes always match on the path with every segment's `;params`

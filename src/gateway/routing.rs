@@ -41,6 +41,8 @@ mod tests {
     #[test]
     fn host_and_first_match() {
         let route = |host: Option<&str>, p: &str| Route {
+            mfa_required: false,
+            max_auth_age: None,
             host: host.map(str::to_string),
             path_prefix: p.into(),
             upstream: "u".into(),

@@ -1,7 +1,8 @@
 //! `GET /auth/login` (the form) and `POST /auth/login` (JSON, or the form posted back).
 
 use super::login_page::{page_csrf, render, safe_return_to, LoginView, SESSION_EXPIRED};
-use super::{media_type, with_cookies, Call, Endpoints};
+use super::mfa::{self, Asked, Next};
+use super::{media_type, mfa_page, with_cookies, Call, Endpoints};
 use crate::auth::cookie_value;
 use crate::auth::cookies::{self, secure_eq, session_cookies};
 use crate::auth::device::DEVICE_COOKIE_TTL;
@@ -9,7 +10,6 @@ use crate::auth::login::{password_login, Attempt, LoggedIn, LoginFailure};
 use crate::auth::sessions::Issued;
 use crate::respond::{self, LocalResponse};
 use crate::store::Origin;
-use crate::tokens::access::random_id;
 use http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
@@ -20,22 +20,37 @@ use serde_json::json;
 struct LoginJson {
     email: String,
     password: String,
+    /// A step-up of the session the caller holds: the same session, authenticated again.
+    #[serde(default)]
+    step_up: bool,
 }
+
+/// The notice of a step-up's login page.
+const STEP_UP: &str = "Confirm it's you to continue.";
 
 /// `GET /auth/login`: the form, with a CSRF token (reusing the cookie's when present);
 /// `session_expired=1` adds the notice that the session ended.
 pub fn page(ep: &Endpoints, req: &RequestHeader) -> LocalResponse {
     let mut return_to = String::from("/");
     let mut expired = false;
+    let mut asked = Asked::default();
     for (k, v) in form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "return_to" => return_to = v.into_owned(),
             "session_expired" => expired = v == "1",
+            "step_up" => asked.step_up = v == "1",
+            "mfa" => asked.code = v == "1",
             _ => {}
         }
     }
+    let notice = if asked.step_up {
+        Some(STEP_UP)
+    } else {
+        expired.then_some(SESSION_EXPIRED)
+    };
     let view = LoginView {
-        notice: expired.then_some(SESSION_EXPIRED),
+        notice,
+        asked,
         ..LoginView::default()
     };
     page_response(ep, req, 200, &safe_return_to(&return_to), view)
@@ -89,26 +104,74 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         Ok(l) => l,
         Err(e) => return e.into(),
     };
-    let issued = match state.sessions.login(user, origin(call)).await {
-        Ok(i) => i,
-        Err(e) => return LocalResponse::from(&e),
+    let asked = Asked {
+        step_up: input.step_up,
+        code: false,
     };
-    audit_login(call, &issued);
-    let csrf = random_id(32);
-    let body = json!({
+    let session = match asked.step_up {
+        true => mfa::step_up_session(ep, call, &user).await,
+        false => None,
+    };
+    let next = match mfa::after_password(ep, &user, asked, session.as_ref()).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match (next, &ep.auth.mfa) {
+        (Next::Code | Next::Enrol, Some(factor)) => {
+            let enrol = matches!(next, Next::Enrol);
+            let sid = session.as_ref().map(|f| f.sid.as_str());
+            let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
+            cookies.extend(mfa::csrf_for_code_step(ep, call));
+            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            audit_password_step(call, &user.id, enrol);
+            let body = if enrol {
+                json!({ "mfa_required": true, "enrolment_required": true, "enrolment_url": "/auth/mfa" })
+            } else {
+                json!({ "mfa_required": true })
+            };
+            with_cookies(LocalResponse::json(200, &body), cookies)
+        }
+        (next, _) => {
+            let enrol = matches!(next, Next::EnrolAfter);
+            match mfa::finish(ep, call, user, session, &["pwd"], device_cookie).await {
+                Ok(f) => {
+                    let mut body = f.body;
+                    if enrol {
+                        body["enrolment_required"] = json!(true);
+                        body["enrolment_url"] = json!("/auth/mfa");
+                    }
+                    with_cookies(LocalResponse::json(200, &body), f.cookies)
+                }
+                Err(r) => r,
+            }
+        }
+    }
+}
+
+/// The JSON answer of a new session.
+pub(super) fn login_body(ep: &Endpoints, issued: &Issued) -> serde_json::Value {
+    json!({
         "access_token": issued.access.token,
         "token_type": "Bearer",
-        "expires_in": state.tokens.access_ttl(),
+        "expires_in": ep.auth.tokens.access_ttl(),
         "user": { "id": issued.user.id, "email": issued.user.email, "roles": issued.user.roles },
-    });
-    with_cookies(
-        LocalResponse::json(200, &body),
-        login_cookies(ep, &issued, &csrf, device_cookie),
-    )
+    })
+}
+
+/// The device cookie that makes this browser a known one.
+fn device(ep: &Endpoints, value: &str) -> HeaderValue {
+    let c = &ep.auth.config.cookies;
+    cookies::set(c, &c.device_name, value, DEVICE_COOKIE_TTL, true)
+}
+
+/// A right password whose login now waits for a code (or for enrolment).
+fn audit_password_step(call: &Call<'_>, user: &str, enrol: bool) {
+    let next = if enrol { "enrolment" } else { "code" };
+    tracing::info!(target: "portcullis::audit", event = "login_password_ok", user, next, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
 
 /// The browser a new session begins in.
-fn origin(call: &Call<'_>) -> Origin {
+pub(super) fn origin(call: &Call<'_>) -> Origin {
     Origin {
         ip: call.client.to_string(),
         user_agent: call.user_agent.to_string(),
@@ -157,29 +220,19 @@ fn attempt<'a>(
 }
 
 /// The session's cookies, and the device cookie that makes this browser a known one.
-fn login_cookies(
+pub(super) fn login_cookies(
     ep: &Endpoints,
     issued: &Issued,
     csrf: &str,
     device_cookie: Option<String>,
 ) -> Vec<HeaderValue> {
-    let state = &*ep.auth;
-    let mut cookies = session_cookies(state, issued, csrf);
-    if let Some(value) = device_cookie {
-        let c = &state.config.cookies;
-        cookies.push(cookies::set(
-            c,
-            &c.device_name,
-            &value,
-            DEVICE_COOKIE_TTL,
-            true,
-        ));
-    }
+    let mut cookies = session_cookies(&ep.auth, issued, csrf);
+    cookies.extend(device_cookie.map(|v| device(ep, &v)));
     cookies
 }
 
-fn audit_login(call: &Call<'_>, issued: &Issued) {
-    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
+pub(super) fn audit_login(call: &Call<'_>, issued: &Issued) {
+    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, amr = %issued.family.amr.join(" "), client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
 
 async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
@@ -189,12 +242,15 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     let mut password = String::new();
     let mut csrf = String::new();
     let mut return_to = String::from("/");
+    let mut asked = Asked::default();
     for (k, v) in form_urlencoded::parse(call.body) {
         match k.as_ref() {
             "email" => email = v.into_owned(),
             "password" => password = v.into_owned(),
             "csrf" => csrf = v.into_owned(),
             "return_to" => return_to = v.into_owned(),
+            "step_up" => asked.step_up = v == "1",
+            "mfa" => asked.code = v == "1",
             _ => {}
         }
     }
@@ -213,6 +269,7 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         let view = LoginView {
             error: Some(message),
             email: &email,
+            asked,
             ..LoginView::default()
         };
         page_response(ep, req, status, &return_to, view)
@@ -232,11 +289,47 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         Err(LoginFailure::Store) => return again(503, UNAVAILABLE),
         Err(_) => return again(200, "The email or password is incorrect."),
     };
-    let Ok(issued) = state.sessions.login(user, origin(call)).await else {
+    let session = match asked.step_up {
+        true => mfa::step_up_session(ep, call, &user).await,
+        false => None,
+    };
+    let Ok(next) = mfa::after_password(ep, &user, asked, session.as_ref()).await else {
         return again(503, UNAVAILABLE);
     };
-    audit_login(call, &issued);
-    let location = HeaderValue::from_str(&return_to).unwrap_or(HeaderValue::from_static("/"));
-    let r = LocalResponse::new(303, "text/plain; charset=utf-8", "").header(LOCATION, location);
-    with_cookies(r, login_cookies(ep, &issued, &random_id(32), device_cookie))
+    let see_other = |location: &str| {
+        let location = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+        LocalResponse::new(303, "text/plain; charset=utf-8", "").header(LOCATION, location)
+    };
+    let enrolment = || {
+        let encoded: String = form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        format!("/auth/mfa?return_to={encoded}")
+    };
+    match (next, &state.mfa) {
+        (Next::Code, Some(factor)) => {
+            audit_password_step(call, &user.id, false);
+            let sid = session.as_ref().map(|f| f.sid.as_str());
+            let (csrf, set) = page_csrf(ep, req);
+            let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
+            cookies.extend(set);
+            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            let page = LocalResponse::html(200, mfa_page::code_step(&csrf, &return_to, None));
+            with_cookies(page, cookies)
+        }
+        (Next::Enrol, Some(factor)) => {
+            audit_password_step(call, &user.id, true);
+            let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, None)];
+            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            with_cookies(see_other(&enrolment()), cookies)
+        }
+        (next, _) => {
+            let location = match next {
+                Next::EnrolAfter => enrolment(),
+                _ => return_to.clone(),
+            };
+            match mfa::finish(ep, call, user, session, &["pwd"], device_cookie).await {
+                Ok(f) => with_cookies(see_other(&location), f.cookies),
+                Err(_) => again(503, UNAVAILABLE),
+            }
+        }
+    }
 }

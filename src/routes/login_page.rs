@@ -22,6 +22,8 @@ pub struct LoginView<'a> {
     pub notice: Option<&'a str>,
     /// The email typed last time.
     pub email: &'a str,
+    /// A step-up, kept in hidden fields.
+    pub asked: super::mfa::Asked,
 }
 
 /// The notice a `session_expired=1` login page shows.
@@ -64,7 +66,7 @@ pub fn render(csrf: &str, return_to: &str, view: &LoginView<'_>) -> String {
             r#"<h1>{title}</h1>{notice}{error}
 <form method="post" action="/auth/login" id="login">
 <input type="hidden" name="csrf" value="{csrf}">
-<input type="hidden" name="return_to" value="{return_to}">
+<input type="hidden" name="return_to" value="{return_to}">{step_up}
 <label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required value="{email}"{email_focus}{described}>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required{password_focus}{described}>
 <button type="submit">Sign in</button>
@@ -73,6 +75,11 @@ pub fn render(csrf: &str, return_to: &str, view: &LoginView<'_>) -> String {
             csrf = escape_html(csrf),
             return_to = escape_html(return_to),
             email = escape_html(view.email),
+            step_up = match (view.asked.step_up, view.asked.code) {
+                (false, _) => "",
+                (true, false) => "\n<input type=\"hidden\" name=\"step_up\" value=\"1\">",
+                (true, true) => "\n<input type=\"hidden\" name=\"step_up\" value=\"1\"><input type=\"hidden\" name=\"mfa\" value=\"1\">",
+            },
         ),
     )
 }

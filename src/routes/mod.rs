@@ -8,6 +8,8 @@
 //! - `account.rs`: the user's page: sessions with sign-out buttons (plain forms)
 //! - `client.rs`: the browser client script (`client.js`)
 //! - `sessions.rs`: the caller's own sessions: list, end one, end the others
+//! - `mfa.rs`: the second factor: the code step of a login, enrolment, removal
+//!   (`mfa_page.rs`: its pages)
 //! - `refresh.rs`, `logout.rs` (logout: JSON, the sign-out page and its form; logout-all),
 //!   `session.rs`, `jwks.rs`
 
@@ -17,6 +19,8 @@ pub mod jwks;
 pub mod login;
 pub mod login_page;
 pub mod logout;
+pub mod mfa;
+pub mod mfa_page;
 pub mod refresh;
 pub mod session;
 pub mod sessions;
@@ -63,6 +67,9 @@ pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalRespons
         ("/auth/login", &Method::GET) => login::page(ep, call.req),
         ("/auth/login", &Method::POST) => login::login(ep, call).await,
         ("/auth/login", _) => respond::method_not_allowed("GET, POST"),
+        ("/auth/mfa" | "/auth/mfa/totp" | "/auth/login/mfa", _) => {
+            mfa::answer(ep, call, path).await
+        }
         ("/auth/refresh", &Method::POST) => json(call, refresh::refresh(ep, call)).await,
         ("/auth/logout", &Method::GET) => logout::page(ep, call.req),
         // The sign-out form posts a form body, which the JSON opening refuses.

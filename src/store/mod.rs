@@ -114,6 +114,26 @@ impl Family {
         self.idle_exp.min(self.max_exp)
     }
 
+    /// When the user last proved who they are in this session: a record from before this was
+    /// kept counts from the session's start.
+    pub fn authenticated_at(&self) -> u64 {
+        self.auth_time.unwrap_or(self.created)
+    }
+
+    /// How they proved it (a record from before this was kept: the password).
+    pub fn methods(&self) -> Vec<String> {
+        if self.amr.is_empty() {
+            vec!["pwd".to_string()]
+        } else {
+            self.amr.clone()
+        }
+    }
+
+    /// Whether a code was part of it.
+    pub fn otp(&self) -> bool {
+        self.amr.iter().any(|m| m == "otp")
+    }
+
     /// When the last rotation happened, in milliseconds. A record that only knows the second
     /// (written by an older version, or rotated by one since: its milliseconds then name
     /// another second) counts from the start of that second, so its grace window is never
@@ -139,8 +159,10 @@ pub struct RotationPolicy {
     pub revocation_ttl: u64,
 }
 
-/// What a rotation did.
+/// What a rotation did. Returned once per rotation and moved straight to its caller: the
+/// session stays inline rather than costing an allocation per refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum RotateOutcome {
     /// The presented token was current (now rotated), or it is the immediate parent inside the
     /// grace window: the caller hands out the successor it derived.

@@ -50,6 +50,9 @@ pub struct Subject<'a> {
     pub sub: &'a str,
     pub email: &'a str,
     pub roles: &'a [String],
+    /// When and how the user last proved who they are in this session.
+    pub auth_time: u64,
+    pub amr: &'a [String],
 }
 
 /// Issues and verifies access tokens.
@@ -207,6 +210,8 @@ impl TokenService {
             iat: now,
             nbf: now,
             exp: now + self.access_ttl,
+            auth_time: who.auth_time,
+            amr: who.amr.to_vec(),
         };
         let mut header = Header::new(signer.algorithm);
         header.kid = Some(signer.kid.clone());
@@ -313,6 +318,8 @@ impl TokenService {
         let wire = IdentityValues::new(&c.sub, &c.email, &c.roles)?;
         Ok(Verified {
             wire,
+            auth_time: c.auth_time,
+            otp: c.amr.iter().any(|m| m == "otp"),
             sub: c.sub,
             email: c.email,
             roles: c.roles,

@@ -19,6 +19,14 @@ pub struct AccessClaims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+    /// When the user last proved who they are in this session (RFC 9068, OIDC). Absent in
+    /// tokens of older versions: read as 0, never fresh.
+    #[serde(default)]
+    pub auth_time: u64,
+    /// How (RFC 8176 values: `pwd`, `otp`). Absent in tokens of older versions: read as
+    /// none, which no `mfa: required` route accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// What a verified token says.
@@ -33,6 +41,10 @@ pub struct Verified {
     pub exp: u64,
     /// The issuer (ours or a trusted external one).
     pub iss: String,
+    /// When the user last proved who they are (0: unknown, as for external issuers).
+    pub auth_time: u64,
+    /// A code was entered (`otp` in `amr`).
+    pub otp: bool,
     /// `sub`, `email` and the roles joined by `,` as header values, built once per verified
     /// token (and cached with it) instead of on every request.
     pub wire: IdentityValues,

@@ -204,6 +204,9 @@ impl Issuer {
             .unwrap_or_default();
         let email = c.get("email").and_then(|e| e.as_str()).unwrap_or("");
         Ok(Verified {
+            // Our step-up does not apply to another issuer's sessions.
+            auth_time: 0,
+            otp: false,
             wire: IdentityValues::new(sub, email, &roles)?,
             sub: sub.to_string(),
             email: email.to_string(),

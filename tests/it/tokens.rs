@@ -575,6 +575,8 @@ fn independent_implementation_verifies_our_tokens() {
                 sub: "alice",
                 email: "a@example.com",
                 roles: &roles,
+                auth_time: 0,
+                amr: &[],
             },
             "sid-1",
         )

@@ -53,18 +53,14 @@ pub(super) fn cookies(c: &CookiesFile) -> R<CookiesConfig> {
         refresh_name: name("cookies.refresh_name", &c.refresh_name, "pc_refresh")?,
         csrf_name: name("cookies.csrf_name", &c.csrf_name, "pc_csrf")?,
         device_name: name("cookies.device_name", &None, "pc_device")?,
+        mfa_name: name("cookies.mfa_name", &None, "pc_mfa")?,
     };
-    let names = [
-        &cfg.access_name,
-        &cfg.refresh_name,
-        &cfg.csrf_name,
-        &cfg.device_name,
-    ];
+    let names = cfg.ours();
     let distinct: std::collections::HashSet<_> = names.iter().collect();
     if distinct.len() != names.len() {
         return invalid(
             "cookies",
-            "access_name, refresh_name and csrf_name must differ from each other and from the device cookie (pc_device)",
+            "access_name, refresh_name and csrf_name must differ from each other and from the device and second-factor cookies (pc_device, pc_mfa)",
         );
     }
     Ok(cfg)

@@ -101,6 +101,14 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
     };
     let upstreams = upstreams(&file.upstreams)?;
     let routes = routes(&file.routes, &upstreams, &mut warnings)?;
+    if file.mfa.is_none() {
+        if let Some(i) = routes.iter().position(|r| r.mfa_required) {
+            return invalid(
+                format!("routes[{i}].mfa"),
+                "`mfa: required` needs the `mfa` section (and its encryption_key)",
+            );
+        }
+    }
     let health = Health {
         liveness: probe_path(
             "health.liveness_path",
@@ -255,6 +263,10 @@ pub fn build(file: FileConfig, source: &Path, base: &Path) -> R<Config> {
             &file.sessions.known_device_ttl,
             Duration::from_secs(90 * 86400),
         )?,
+        mfa: match &file.mfa {
+            Some(m) => Some(mfa(m)?),
+            None => None,
+        },
         webhook_url: match &file.notifications.webhook_url {
             None => None,
             Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
@@ -326,4 +338,61 @@ fn loopback(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `mfa`: the key must be 32 bytes of base64 (a wrong or missing key stops the start; there is
+/// no unsealed fallback). Its value never appears in a message.
+fn mfa(m: &MfaFile) -> R<MfaConfig> {
+    use base64::Engine;
+    let key = "mfa.encryption_key";
+    let Some(text) = m.encryption_key.as_deref().map(str::trim) else {
+        return invalid(
+            key,
+            "required with `mfa` (32 random bytes in base64: `openssl rand -base64 32`)",
+        );
+    };
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let bytes = engines.iter().find_map(|e| e.decode(text).ok());
+    let encryption_key = match bytes.map(<[u8; 32]>::try_from) {
+        Some(Ok(k)) => k,
+        Some(Err(b)) => {
+            return invalid(
+                key,
+                format!(
+                    "expected 32 bytes in base64, got {} (`openssl rand -base64 32` makes one)",
+                    b.len()
+                ),
+            )
+        }
+        None => {
+            return invalid(
+                key,
+                "not base64 (`openssl rand -base64 32` makes a key; `${VAR}` reads it from the environment)",
+            )
+        }
+    };
+    if encryption_key.iter().all(|&b| b == encryption_key[0]) {
+        return invalid(key, "is one byte repeated; use 32 random bytes");
+    }
+    let issuer_name = match m.issuer_name.as_deref().map(str::trim) {
+        None => "portcullis".to_string(),
+        Some("") => return invalid("mfa.issuer_name", "must not be empty"),
+        Some(n) if n.contains(':') || n.len() > 64 => {
+            return invalid(
+                "mfa.issuer_name",
+                "at most 64 bytes, without ':' (authenticator apps split on it)",
+            )
+        }
+        Some(n) => n.to_string(),
+    };
+    Ok(MfaConfig {
+        issuer_name,
+        encryption_key: crate::secret::Secret::new(encryption_key),
+        required_for_roles: m.required_for_roles.clone(),
+    })
 }

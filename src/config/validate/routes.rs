@@ -2,7 +2,7 @@
 //! may call them from another origin.
 
 use super::headers::security_headers;
-use super::values::{duration_or, header_name, one_of, resolve};
+use super::values::{duration, duration_or, header_name, one_of, resolve};
 use super::{invalid, R};
 use crate::config::file::{CorsFile, RouteFile, UpstreamFile};
 use crate::config::model::*;
@@ -144,7 +144,24 @@ pub(super) fn routes(
                 None => None,
             },
             inject_client: route.inject_client.unwrap_or(false),
+            mfa_required: one_of(
+                &format!("{key}.mfa"),
+                route.mfa.as_deref(),
+                false,
+                &[("required", true), ("optional", false)],
+            )?,
+            max_auth_age: match &route.max_auth_age {
+                Some(v) => Some(duration(&format!("{key}.max_auth_age"), v)?),
+                None => None,
+            },
         });
+        let last = out.last().expect("just pushed");
+        if !protected && (last.mfa_required || last.max_auth_age.is_some()) {
+            return invalid(
+                format!("{key}.auth"),
+                "mfa and max_auth_age need `auth: required` (a public route checks nobody)",
+            );
+        }
     }
     if out.is_empty() {
         warnings.push("routes: none configured; every proxied request answers 404".into());

@@ -69,6 +69,8 @@ fn issue(svc: &TokenService, sid: &str) -> IssuedAccess {
             sub: &sub,
             email: &email,
             roles: &roles,
+            auth_time: 0,
+            amr: &[],
         },
         sid,
     )
@@ -155,6 +157,8 @@ fn identity_values_are_built_once_and_control_characters_refuse_the_token() {
                 sub: "mallory\r\nX-Forwarded-User: admin",
                 email: "m@example.com",
                 roles: &[],
+                auth_time: 0,
+                amr: &[],
             },
             "sid2",
         )
