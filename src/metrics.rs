@@ -29,7 +29,7 @@ pub struct Metrics {
     /// unavailable, bad_request, csrf.
     pub logins: IntCounterVec,
     /// `portcullis_mfa_total{result}`: second-factor codes by result: success, recovery,
-    /// wrong_code, replay, rate_limited, enrolled, removed.
+    /// wrong_code, replay, rate_limited, expired, enrolled, removed.
     pub mfa: IntCounterVec,
     /// `portcullis_refreshes_total{result}`: success, reused, invalid, expired, missing,
     /// rate_limited, unavailable.

@@ -74,10 +74,14 @@ pub async fn page(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     } else {
         String::new()
     };
+    let second = match second_factor(ep, &me.sub).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let body = document(
         "Your account",
         &format!(
-            "<h1>Your account</h1>\n<p>Signed in as {}.</p>\n<h2>Where you are signed in</h2>\n<ul class=\"sessions\">\n{rows}</ul>\n{others}\n<p class=\"links\"><a href=\"/auth/logout\">Sign out</a></p>",
+            "<h1>Your account</h1>\n<p>Signed in as {}.</p>\n{second}<h2>Where you are signed in</h2>\n<ul class=\"sessions\">\n{rows}</ul>\n{others}\n<p class=\"links\"><a href=\"/auth/logout\">Sign out</a></p>",
             escape_html(&me.email)
         ),
     );
@@ -86,6 +90,25 @@ pub async fn page(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         Some(cookie) => r.header(SET_COOKIE, cookie),
         None => r,
     }
+}
+
+/// The second factor's part of the page: on (with the recovery codes left) or off, and the
+/// link to its page; nothing when the gateway has no second factor configured.
+async fn second_factor(ep: &Endpoints, user: &str) -> Result<String, LocalResponse> {
+    let Some(mfa) = &ep.auth.mfa else {
+        return Ok(String::new());
+    };
+    let record = mfa
+        .record(user)
+        .await
+        .map_err(|_| crate::respond::store_unavailable())?;
+    Ok(match record.filter(|r| r.enrolled()) {
+        Some(r) => format!(
+            "<h2>Two-step verification</h2>\n<p id=\"mfa-status\">On: {} recovery codes left. <a href=\"/auth/mfa\">Manage</a></p>\n",
+            r.recovery.len()
+        ),
+        None => "<h2>Two-step verification</h2>\n<p id=\"mfa-status\">Off. <a href=\"/auth/mfa?return_to=%2Fauth%2Faccount\">Set it up</a></p>\n".to_string(),
+    })
 }
 
 /// The page's forms: end one session, or every other one; then back to the page.

@@ -5,7 +5,8 @@
 //!
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
-//! - `account.rs`: the user's page: sessions with sign-out buttons (plain forms)
+//! - `account.rs`: the user's page: sessions with sign-out buttons (plain forms), the second
+//!   factor's status
 //! - `client.rs`: the browser client script (`client.js`)
 //! - `sessions.rs`: the caller's own sessions: list, end one, end the others
 //! - `mfa.rs`: the second factor: the code step of a login, enrolment, removal
