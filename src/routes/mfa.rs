@@ -482,9 +482,19 @@ async fn caller(ep: &Endpoints, call: &Call<'_>) -> Option<Caller> {
         }
         return Some(Caller::Session(identity, user));
     }
+    // Between the password and a code only an account that must enrol and has no secret
+    // may enrol: anyone else there has proved the password alone, and must not replace the
+    // secret that guards the account. A step-up's pending login has a session: that session
+    // enrols, signed in.
     let (pending, user) = pending_login(ep, call)?;
-    // A step-up's pending login has a session: that session enrols, signed in.
-    pending.sid.is_none().then_some(Caller::Pending(user))
+    let mfa = ep.auth.mfa.as_ref()?;
+    if pending.sid.is_some() || !mfa.required(&user) {
+        return None;
+    }
+    match mfa.enrolled(&user.id).await {
+        Ok(false) => Some(Caller::Pending(user)),
+        _ => None,
+    }
 }
 
 fn not_configured() -> LocalResponse {
