@@ -65,6 +65,13 @@ if ! python3 -c 'import flask' >/dev/null 2>&1; then
   pip3 install -q flask 2>/dev/null || pip3 install -q --break-system-packages flask
 fi
 
+# pyotp: the independent TOTP implementation the second-factor browser test computes codes with.
+if ! python3 -c 'import pyotp' >/dev/null 2>&1; then
+  log "installing pyotp (pip)"
+  command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+  pip3 install -q pyotp 2>/dev/null || pip3 install -q --break-system-packages pyotp
+fi
+
 # playwright-core and the other node packages of the browser tests (tests/browser), at the
 # versions of its package-lock.json (again when that changed since); they drive the system
 # Chromium, none is downloaded.

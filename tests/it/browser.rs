@@ -539,3 +539,216 @@ fn step_names(result: &serde_json::Value) -> Vec<&str> {
         .map(|s| s["name"].as_str().unwrap())
         .collect()
 }
+
+// ---- the second factor ----------------------------------------------------------------------
+
+/// An upstream that records every request: `APP_PAGE` at `/app/`; at `/admin/page` a page
+/// saying how many requests for it the upstream has had and for whom; 404 elsewhere.
+fn admin_upstream() -> (HttpServer, Arc<Mutex<Vec<Recorded>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    let handler: Handler = Arc::new(move |r: &Recorded| {
+        let admin = {
+            let mut seen = rec.lock().unwrap();
+            seen.push(r.clone());
+            seen.iter().filter(|x| x.url == "/admin/page").count()
+        };
+        let html = |body: String| {
+            let headers = vec![(
+                "Content-Type".to_string(),
+                "text/html; charset=utf-8".to_string(),
+            )];
+            (200, headers, body)
+        };
+        match (r.method.as_str(), r.url.as_str()) {
+            ("GET", "/app/") => html(APP_PAGE.to_string()),
+            ("GET", "/admin/page") => {
+                let user = r.header("x-forwarded-user").unwrap_or_default();
+                html(format!(
+                    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Admin page</title></head>\n<body><h1>Admin page</h1>\n<p id=\"seen\">Request {admin} for {user}</p>\n</body></html>\n"
+                ))
+            }
+            _ => {
+                let headers = vec![("Content-Type".to_string(), "text/plain".to_string())];
+                (404, headers, "not found".to_string())
+            }
+        }
+    });
+    let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), handler).unwrap();
+    (server, seen)
+}
+
+/// Fail, with how to install it, when pyotp (the scripts' independent TOTP) is missing.
+fn require_pyotp() {
+    let out = Command::new("python3")
+        .args(["-c", "import pyotp"])
+        .output()
+        .expect("python3 is needed for this test (apt-get install python3)");
+    assert!(
+        out.status.success(),
+        "pyotp is needed: pip3 install pyotp (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `amr` claim of the access token a request forwarded upstream carries.
+fn forwarded_amr(r: &Recorded) -> serde_json::Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let auth = r.header("authorization").unwrap_or_default();
+    let token = auth
+        .strip_prefix("Bearer ")
+        .unwrap_or_else(|| panic!("no Bearer token upstream: {r:?}"));
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).unwrap();
+    claims["amr"].clone()
+}
+
+/// Password sign-in, enrolment on `/auth/mfa` (the secret read off the page, the code from
+/// pyotp), ten recovery codes; signed out, an `mfa: required` page needs the password and
+/// then a code: the enrolment's code is refused as used, the next step's code lands on the
+/// page, which the upstream sees only then, with the user and `amr: [pwd, otp]`.
+#[test]
+fn chromium_enrols_a_second_factor_and_signs_in_with_a_code() {
+    require_pyotp();
+    let (up, seen) = admin_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "EdDSA", "ed1");
+    std::fs::write(dir.path().join("users.yaml"), users_yaml()).unwrap();
+    let gw = Gateway::start_in(
+        &format!(
+            "tokens:\n  signing_keys:\n    - {{ kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }}\n\
+             users: {{ file: users.yaml }}\n\
+             rate_limits: {{ login_per_ip: 1000/1m, login_per_account: 1000/1m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }}\n\
+             mfa: {{ issuer_name: Portcullis tests, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }}\n\
+             identity_headers: {{ forward_access_token: true }}\n\
+             upstreams:\n  app: {{ addresses: [\"{}\"] }}\n\
+             routes:\n\
+             \x20 - {{ path_prefix: /admin/, upstream: app, mfa: required }}\n\
+             \x20 - {{ path_prefix: /, upstream: app }}\n",
+            up.addr
+        ),
+        dir,
+    );
+    let base = gw.url("");
+    let result = run_script("mfa_enrol.mjs", &[&base, "carol@example.com", PASSWORD]);
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(
+        step_names(&result),
+        [
+            "sign in with password",
+            "admin page without a code",
+            "open enrolment page",
+            "confirm with a code",
+            "continue",
+            "follow sign-out link",
+            "click sign-out button",
+            "open admin page signed out",
+            "submit password",
+            "used code refused",
+            "enter next code"
+        ],
+        "{result}"
+    );
+    let steps = &result["steps"];
+    assert_eq!(
+        steps[1]["url"],
+        format!("{base}/auth/login?step_up=1&mfa=1&return_to=%2Fadmin%2Fpage").as_str(),
+        "{result}"
+    );
+    assert_eq!(
+        steps[2]["otpauth"]["issuer"], "Portcullis tests",
+        "{result}"
+    );
+    assert_eq!(steps[2]["otpauth"]["name"], "carol@example.com", "{result}");
+    assert_eq!(steps[3]["recovery_codes"], 10, "{result}");
+    assert_eq!(
+        steps[7]["url"],
+        format!("{base}/auth/login?return_to=%2Fadmin%2Fpage").as_str(),
+        "{result}"
+    );
+    assert_eq!(steps[8]["cookies"], serde_json::json!(["mfa"]), "{result}");
+    let landed = &steps[10];
+    assert_eq!(
+        landed["url"],
+        format!("{base}/admin/page").as_str(),
+        "{result}"
+    );
+    assert_eq!(landed["seen"], "Request 1 for carol", "{result}");
+    // The login's code is of a later time step than the enrolment's.
+    let enrol_step = steps[3]["step"].as_u64().unwrap();
+    assert!(landed["step"].as_u64().unwrap() > enrol_step, "{result}");
+    assert_eq!(
+        result["screenshots"].as_array().unwrap().len(),
+        3,
+        "{result}"
+    );
+
+    // The admin page reached the upstream once, after the code, with the user and a token
+    // that says a code was entered; the application page before the enrolment with the
+    // password only, after it (the enrolment's code counts for the session) with both.
+    let admin = requests_to(&seen, "/admin/");
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert_eq!(
+        admin[0].header("x-forwarded-user").as_deref(),
+        Some("carol"),
+        "{admin:?}"
+    );
+    assert_eq!(forwarded_amr(&admin[0]), serde_json::json!(["pwd", "otp"]));
+    assert!(
+        !admin[0]
+            .header("cookie")
+            .unwrap_or_default()
+            .contains("pc_"),
+        "{admin:?}"
+    );
+    let app = requests_to(&seen, "/app/");
+    assert_eq!(app.len(), 2, "{app:?}");
+    assert_eq!(forwarded_amr(&app[0]), serde_json::json!(["pwd"]));
+    assert_eq!(forwarded_amr(&app[1]), serde_json::json!(["pwd", "otp"]));
+    assert_eq!(requests_to(&seen, "/auth/").len(), 0);
+
+    // Audited: the enrolment, its step-up of the session, the refused code (a replay while
+    // its step was still in the window), and the two logins.
+    let log = gw.log();
+    let audit = |event: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let enrolled = audit("mfa_enrolled");
+    assert_eq!(enrolled.len(), 1, "{log}");
+    assert!(
+        enrolled[0].contains("\"user\":\"carol\""),
+        "{}",
+        enrolled[0]
+    );
+    let step_up = audit("step_up");
+    assert_eq!(step_up.len(), 1, "{log}");
+    assert!(step_up[0].contains("\"amr\":\"pwd otp\""), "{}", step_up[0]);
+    let failed = audit("mfa_failed");
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(failed[0].contains("\"stage\":\"login\""), "{}", failed[0]);
+    let in_window = steps[9]["now_step"].as_u64().unwrap() <= enrol_step + 1;
+    let reason = if in_window { "replay" } else { "wrong_code" };
+    assert!(
+        failed[0].contains(&format!("\"reason\":\"{reason}\"")),
+        "{}",
+        failed[0]
+    );
+    let logins = audit("login");
+    assert_eq!(logins.len(), 2, "{log}");
+    assert!(logins[0].contains("\"amr\":\"pwd\""), "{}", logins[0]);
+    assert!(logins[1].contains("\"amr\":\"pwd otp\""), "{}", logins[1]);
+    let password_ok = audit("login_password_ok");
+    assert_eq!(password_ok.len(), 1, "{log}");
+    assert!(
+        password_ok[0].contains("\"next\":\"code\""),
+        "{}",
+        password_ok[0]
+    );
+    assert_eq!(audit("logout").len(), 1, "{log}");
+    assert!(audit("csrf_blocked").is_empty(), "{log}");
+}
