@@ -450,6 +450,21 @@ pub async fn login_code(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     with_cookies(LocalResponse::json(200, &finished.body), cookies)
 }
 
+/// `GET /auth/login/mfa` (a reload of the code page after a refused code): the code page
+/// while the login waits for its code, else the login page.
+fn code_page(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
+    let return_to = super::login_page::query_return_to(call.req);
+    if pending_login(ep, call).is_none() {
+        return to_login(&return_to);
+    }
+    let (csrf, set) = page_csrf(ep, call.req);
+    let r = LocalResponse::html(200, mfa_page::code_step(&csrf, &return_to, None));
+    match set {
+        Some(set) => r.header(SET_COOKIE, set),
+        None => r,
+    }
+}
+
 /// The login page again (the code step's form after its login expired).
 fn to_login(return_to: &str) -> LocalResponse {
     let location = respond::login_url(return_to);
@@ -811,6 +826,7 @@ pub async fn answer(ep: &Endpoints, call: &Call<'_>, path: &str) -> LocalRespons
         ("/auth/mfa/totp", &Method::DELETE) => remove_json(ep, call).await,
         ("/auth/mfa/totp", _) => respond::method_not_allowed("POST, DELETE"),
         ("/auth/login/mfa", &Method::POST) => login_code(ep, call).await,
-        _ => respond::method_not_allowed("POST"),
+        ("/auth/login/mfa", &Method::GET) => code_page(ep, call),
+        _ => respond::method_not_allowed("GET, POST"),
     }
 }

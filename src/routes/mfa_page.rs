@@ -34,13 +34,13 @@ pub fn code_step(csrf: &str, return_to: &str, error: Option<&str>) -> String {
         "Two-step verification",
         &format!(
             r#"<h1>Two-step verification</h1>{error}
-<form method="post" action="/auth/login/mfa" id="mfa">
+<form method="post" action="{action}" id="mfa">
 {hidden}
 {CODE_INPUT}>
 <button type="submit">Verify</button>
 </form>
 <details><summary>Use a recovery code</summary>
-<form method="post" action="/auth/login/mfa" id="recovery">
+<form method="post" action="{action}" id="recovery">
 {hidden}
 <label for="recovery_code">Recovery code</label><input id="recovery_code" name="recovery_code" autocomplete="off" maxlength="32">
 <button type="submit">Use recovery code</button>
@@ -48,6 +48,11 @@ pub fn code_step(csrf: &str, return_to: &str, error: Option<&str>) -> String {
 <p class="links"><a href="/auth/login">Start over</a></p>"#,
             error = error_block(error),
             hidden = hidden(csrf, return_to),
+            // The page reloads where it was posted: keep where to go next in the address.
+            action = escape_html(&format!(
+                "/auth/login/mfa?return_to={}",
+                form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+            )),
         ),
     )
 }

@@ -153,7 +153,7 @@ await run('mfa_enrol', 75_000, async ({ context, page, step, result }) => {
     `the password step of an enrolled user should answer 200 at /auth/login, saw ${JSON.stringify(s.redirects)} then ${s.status} ${s.url}`);
   s.heading = await page.textContent('h1');
   expect(s.heading === 'Two-step verification', `the code page's h1: ${JSON.stringify(s.heading)}`);
-  expect((await page.$('form#mfa[action="/auth/login/mfa"] input#code')) !== null, 'the code page has no form#mfa with #code');
+  expect((await page.$('form#mfa[action="/auth/login/mfa?return_to=%2Fadmin%2Fpage"] input#code')) !== null, 'the code page has no form#mfa with #code');
   s.return_to = await page.getAttribute('form#mfa input[name=return_to]', 'value');
   expect(s.return_to === '/admin/page', `the code form's return_to: ${JSON.stringify(s.return_to)}`);
   s.cookies = await held(context);
@@ -164,12 +164,19 @@ await run('mfa_enrol', 75_000, async ({ context, page, step, result }) => {
   await page.fill('form#mfa #code', enrolCode);
   s = step({ name: 'used code refused', ...(await describe(await clickAndWait(page, 'form#mfa button[type=submit]'))) });
   s.now_step = stepNow();
-  expect(s.url === `${origin}/auth/login/mfa` && s.status === 401,
+  expect(s.url === `${origin}/auth/login/mfa?return_to=%2Fadmin%2Fpage` && s.status === 401,
     `the used code should answer 401 at /auth/login/mfa, answered ${s.status} at ${s.url}`);
   s.error = (await page.textContent('#mfa-error').catch(() => null)) || null;
   expect(s.error && s.error.includes('already used'), `the refusal says ${JSON.stringify(s.error)}`);
   s.cookies = await held(context);
   expect(s.cookies.length === 1 && s.cookies[0] === 'mfa', `after a refused code the browser should hold only mfa: ${s.cookies}`);
+
+  // A reload there asks again for the code, keeping where to go next.
+  s = step({ name: 'reload code page', ...(await describe(await page.reload())) });
+  expect(s.status === 200 && (await page.$('form#mfa input#code')) !== null,
+    `a reload of the code page should show it again, answered ${s.status} at ${s.url}`);
+  s.return_to = await page.getAttribute('form#mfa input[name=return_to]', 'value');
+  expect(s.return_to === '/admin/page', `the reloaded code form's return_to: ${JSON.stringify(s.return_to)}`);
 
   // 10. The code of the next time step (accepted with one step of skew, never used): the
   // session begins and the browser lands on the page it asked for.

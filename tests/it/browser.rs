@@ -647,6 +647,7 @@ fn chromium_enrols_a_second_factor_and_signs_in_with_a_code() {
             "open admin page signed out",
             "submit password",
             "used code refused",
+            "reload code page",
             "enter next code"
         ],
         "{result}"
@@ -669,7 +670,7 @@ fn chromium_enrols_a_second_factor_and_signs_in_with_a_code() {
         "{result}"
     );
     assert_eq!(steps[8]["cookies"], serde_json::json!(["mfa"]), "{result}");
-    let landed = &steps[10];
+    let landed = &steps[11];
     assert_eq!(
         landed["url"],
         format!("{base}/admin/page").as_str(),
