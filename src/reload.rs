@@ -77,7 +77,8 @@ impl Reloader {
         &self,
         current: &AppState,
     ) -> Result<(AppState, Option<crate::tls::LoadedCert>), String> {
-        let config = crate::config::load(&current.config.source).map_err(|e| e.to_string())?;
+        let mut config = crate::config::load(&current.config.source).map_err(|e| e.to_string())?;
+        config.mfa = keep_mfa_key(current.config.mfa.as_ref(), config.mfa.take());
         let keyring = crate::preflight::preflight(&config).map_err(|e| e.to_string())?;
         let cert = match (&config.server.tls, &self.cert) {
             (Some(tls), Some(_)) => Some(
@@ -105,6 +106,31 @@ impl Reloader {
             &current.lasting,
         );
         Ok((state, cert))
+    }
+}
+
+/// The second factor's key is checked against the store at start-up only: a reload that turns
+/// the second factor on or off, or changes its key, keeps the running key (the other `mfa`
+/// settings apply) and says that a restart is needed.
+fn keep_mfa_key(
+    old: Option<&crate::config::MfaConfig>,
+    new: Option<crate::config::MfaConfig>,
+) -> Option<crate::config::MfaConfig> {
+    let same = match (old, &new) {
+        (None, None) => true,
+        (Some(o), Some(n)) => o.encryption_key == n.encryption_key,
+        _ => false,
+    };
+    if same {
+        return new;
+    }
+    tracing::warn!(target: "portcullis::config", key = "mfa.encryption_key", "changed in the config file (or the mfa section added or removed), but only a restart applies it, after checking the key against the store; the running value stays");
+    match (old, new) {
+        (Some(o), Some(n)) => Some(crate::config::MfaConfig {
+            encryption_key: o.encryption_key.clone(),
+            ..n
+        }),
+        (old, _) => old.cloned(),
     }
 }
 
@@ -201,4 +227,31 @@ pub fn signal_running(config: &Config) -> Result<u32, String> {
         ));
     }
     Ok(pid as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_mfa_key;
+    use crate::config::MfaConfig;
+    use crate::secret::Secret;
+
+    fn mfa(key: u8, issuer: &str) -> MfaConfig {
+        MfaConfig {
+            issuer_name: issuer.into(),
+            encryption_key: Secret::new([key; 32]),
+            required_for_roles: vec![],
+        }
+    }
+
+    #[test]
+    fn a_reload_never_changes_the_second_factor_key() {
+        let kept = keep_mfa_key(Some(&mfa(1, "Old")), Some(mfa(2, "New"))).unwrap();
+        assert_eq!(kept.encryption_key.expose(), &[1; 32]);
+        assert_eq!(kept.issuer_name, "New", "the other settings apply");
+        assert!(keep_mfa_key(None, Some(mfa(2, "New"))).is_none());
+        let off = keep_mfa_key(Some(&mfa(1, "Old")), None).unwrap();
+        assert_eq!(off.encryption_key.expose(), &[1; 32]);
+        let same = keep_mfa_key(Some(&mfa(1, "Old")), Some(mfa(1, "New"))).unwrap();
+        assert_eq!(same.issuer_name, "New");
+    }
 }
