@@ -101,6 +101,9 @@ return {1, 0}
 
 /// A step-up: the session's new authentication time and methods (a JSON array), kept with
 /// the session's expiry. Returns 1, or 0 when the session is unknown, revoked or ended.
+/// cjson cannot tell an empty array from an empty object and would write `{}`, which no
+/// reader accepts as a list (the session could then neither be read nor rotated): an empty
+/// list is left out of the record instead, as the gateway's own encoding leaves it out.
 pub(super) const REAUTHENTICATE: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -108,7 +111,8 @@ local f = cjson.decode(raw)
 local at = tonumber(ARGV[1])
 if f.revoked or at >= math.min(f.idle_exp, f.max_exp) then return 0 end
 f.auth_time = at
-f.amr = cjson.decode(ARGV[2])
+local amr = cjson.decode(ARGV[2])
+if next(amr) == nil then f.amr = nil else f.amr = amr end
 redis.call('SET', KEYS[1], cjson.encode(f), 'KEEPTTL')
 return 1
 "#;
