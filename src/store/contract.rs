@@ -6,7 +6,8 @@
 //! items are named through `super` and nothing else of the crate is used.
 
 use super::{
-    Account, Family, RevocationKind, RotateOutcome, RotationPolicy, Throttle, TokenStore, Unlock,
+    Account, Family, MfaChange, MfaRecord, RevocationKind, RotateOutcome, RotationPolicy, Throttle,
+    TokenStore, Unlock,
 };
 use std::sync::Arc;
 
@@ -240,6 +241,212 @@ pub async fn run(store: &dyn TokenStore, tag: &str) {
 
     throttling(store, tag).await;
     session_list(store, tag).await;
+    step_up(store, tag).await;
+    second_factor(store, tag).await;
+}
+
+/// A step-up is stored on the session and survives its rotations (including the way through
+/// a backend's own encoding of the record); a session that is unknown, revoked or ended is
+/// refused.
+async fn step_up(store: &dyn TokenStore, tag: &str) {
+    let id = ids(tag);
+    let p = policy(false);
+    let sid = id("up-s");
+    let mut created = family(&sid, &id("up-u"), &id("up-t0"));
+    created.auth_time = Some(T0);
+    created.amr = vec!["pwd".into()];
+    store.create_family(&created).await.unwrap();
+    let amr = vec!["pwd".to_string(), "otp".to_string()];
+    assert!(store.reauthenticate(&sid, T0 + 20, &amr).await.unwrap());
+    let stored = store.family(&sid).await.unwrap().unwrap();
+    assert_eq!((stored.auth_time, &stored.amr), (Some(T0 + 20), &amr));
+    assert_eq!(
+        Family {
+            auth_time: created.auth_time,
+            amr: created.amr.clone(),
+            ..stored
+        },
+        created,
+        "nothing else of the session changes"
+    );
+
+    let (f, _) = rotated(store, &id("up-t0"), &id("up-t1"), at(30), &p).await;
+    assert_eq!((f.auth_time, &f.amr), (Some(T0 + 20), &amr), "rotated");
+    let stored = store.family(&sid).await.unwrap().unwrap();
+    assert_eq!(stored.current, id("up-t1"));
+    assert_eq!(
+        (stored.auth_time, &stored.amr),
+        (Some(T0 + 20), &amr),
+        "stored by the rotation"
+    );
+    let (f, replay) = rotated(store, &id("up-t0"), &id("up-t1"), at(31), &p).await;
+    assert!(replay);
+    assert_eq!((f.auth_time, &f.amr), (Some(T0 + 20), &amr), "replayed");
+
+    // Methods are whatever the caller says, none included: the record stays readable.
+    assert!(store.reauthenticate(&sid, T0 + 40, &[]).await.unwrap());
+    let (f, _) = rotated(store, &id("up-t1"), &id("up-t2"), at(41), &p).await;
+    assert_eq!((f.auth_time, f.amr.len()), (Some(T0 + 40), 0));
+    assert!(store.reauthenticate(&sid, T0 + 50, &amr).await.unwrap());
+    let (f, _) = rotated(store, &id("up-t2"), &id("up-t3"), at(51), &p).await;
+    assert_eq!((f.auth_time, &f.amr), (Some(T0 + 50), &amr));
+
+    // Revoked: refused, and what the session said is kept with the revocation.
+    assert!(store.revoke_family(&sid, T0 + 120).await.unwrap());
+    assert!(!store
+        .reauthenticate(&sid, T0 + 60, &["otp".to_string()])
+        .await
+        .unwrap());
+    let stored = store.family(&sid).await.unwrap().unwrap();
+    assert!(stored.revoked);
+    assert_eq!((stored.auth_time, &stored.amr), (Some(T0 + 50), &amr));
+
+    assert!(!store
+        .reauthenticate(&id("up-nope"), T0 + 20, &amr)
+        .await
+        .unwrap());
+    assert!(store.family(&id("up-nope")).await.unwrap().is_none());
+
+    // Ended: idle since T0 + 100.
+    let idle = id("up-idle");
+    store
+        .create_family(&family(&idle, &id("up-u"), &id("up-i0")))
+        .await
+        .unwrap();
+    assert!(!store.reauthenticate(&idle, T0 + 100, &amr).await.unwrap());
+    let stored = store.family(&idle).await.unwrap().unwrap();
+    assert_eq!((stored.auth_time, stored.amr.len()), (None, 0));
+}
+
+/// Enrol `user`: a secret shown, then confirmed by a code of time step `step`.
+async fn enrol(store: &dyn TokenStore, user: &str, sealed: &str, step: u64, recovery: &[&str]) {
+    let begin = MfaChange::Begin {
+        sealed: sealed.into(),
+    };
+    assert!(store.change_mfa(user, &begin).await.unwrap());
+    let confirm = MfaChange::Confirm {
+        sealed: sealed.into(),
+        step,
+        recovery: recovery.iter().map(|h| h.to_string()).collect(),
+        at: T0,
+    };
+    assert!(store.change_mfa(user, &confirm).await.unwrap());
+}
+
+/// A user's second factor: only the secret shown is confirmed, each time step and each
+/// recovery code is accepted once, removal forgets it; users are kept apart.
+async fn second_factor(store: &dyn TokenStore, tag: &str) {
+    let id = ids(tag);
+    let (user, other) = (id("mfa-a"), id("mfa-b"));
+    let change = |u: &str, c: MfaChange| {
+        let u = u.to_string();
+        async move { store.change_mfa(&u, &c).await.unwrap() }
+    };
+    assert_eq!(store.mfa(&user).await.unwrap(), None);
+    assert!(!change(&user, MfaChange::Step(5)).await, "nothing enrolled");
+    assert!(!change(&user, MfaChange::Recovery("h1".into())).await);
+
+    assert!(
+        change(
+            &user,
+            MfaChange::Begin {
+                sealed: "sealed-1".into()
+            }
+        )
+        .await
+    );
+    let pending = MfaRecord {
+        pending: Some("sealed-1".into()),
+        ..MfaRecord::default()
+    };
+    assert_eq!(store.mfa(&user).await.unwrap().as_ref(), Some(&pending));
+    assert!(
+        !change(&user, MfaChange::Step(200)).await,
+        "a pending secret takes no codes"
+    );
+    let confirm = |sealed: &str| MfaChange::Confirm {
+        sealed: sealed.into(),
+        step: 100,
+        recovery: vec!["h1".into(), "h2".into()],
+        at: T0 + 7,
+    };
+    assert!(
+        !change(&user, confirm("sealed-0")).await,
+        "not the secret shown"
+    );
+    assert_eq!(store.mfa(&user).await.unwrap().as_ref(), Some(&pending));
+    assert!(change(&user, confirm("sealed-1")).await);
+    let enrolled = MfaRecord {
+        secret: Some("sealed-1".into()),
+        pending: None,
+        enrolled_at: T0 + 7,
+        last_step: 100,
+        recovery: vec!["h1".into(), "h2".into()],
+    };
+    assert_eq!(store.mfa(&user).await.unwrap().as_ref(), Some(&enrolled));
+    assert!(!change(&user, confirm("sealed-1")).await, "confirmed once");
+
+    // Time steps: the confirming one is used, then each newer one once.
+    assert!(!change(&user, MfaChange::Step(100)).await);
+    assert!(change(&user, MfaChange::Step(101)).await);
+    assert!(!change(&user, MfaChange::Step(101)).await, "replayed");
+    assert!(!change(&user, MfaChange::Step(99)).await, "older");
+    assert!(change(&user, MfaChange::Step(105)).await, "newer");
+    assert_eq!(store.mfa(&user).await.unwrap().unwrap().last_step, 105);
+
+    // Recovery codes: each once, unknown ones never.
+    assert!(change(&user, MfaChange::Recovery("h2".into())).await);
+    assert!(!change(&user, MfaChange::Recovery("h2".into())).await);
+    assert!(!change(&user, MfaChange::Recovery("h3".into())).await);
+    let r = store.mfa(&user).await.unwrap().unwrap();
+    assert_eq!(
+        r,
+        MfaRecord {
+            last_step: 105,
+            recovery: vec!["h1".into()],
+            ..enrolled.clone()
+        }
+    );
+
+    // Another user: an older step and the same recovery hash are theirs to use.
+    enrol(store, &other, "sealed-b", 50, &["h2"]).await;
+    assert!(change(&other, MfaChange::Step(60)).await);
+    assert!(change(&other, MfaChange::Recovery("h2".into())).await);
+    assert_eq!(
+        store.mfa(&user).await.unwrap().as_ref(),
+        Some(&r),
+        "untouched"
+    );
+
+    // A new secret shown does not replace the confirmed one until confirmed.
+    assert!(
+        change(
+            &user,
+            MfaChange::Begin {
+                sealed: "sealed-2".into()
+            }
+        )
+        .await
+    );
+    let r = store.mfa(&user).await.unwrap().unwrap();
+    assert_eq!(
+        (r.secret.as_deref(), r.pending.as_deref()),
+        (Some("sealed-1"), Some("sealed-2"))
+    );
+    assert!(change(&user, MfaChange::Step(106)).await);
+
+    assert!(change(&user, MfaChange::Remove).await);
+    assert!(!change(&user, MfaChange::Remove).await, "already removed");
+    assert_eq!(store.mfa(&user).await.unwrap(), None);
+    assert!(!change(&user, MfaChange::Step(107)).await);
+    let b = store.mfa(&other).await.unwrap().unwrap();
+    assert_eq!(
+        (b.secret.as_deref(), b.last_step, b.recovery.len()),
+        (Some("sealed-b"), 60, 0),
+        "another user's removal leaves it alone"
+    );
+    assert!(change(&other, MfaChange::Remove).await);
+    assert_eq!(store.mfa(&other).await.unwrap(), None);
 }
 
 /// A user's live sessions, with where they began (kept through a rotation).
@@ -401,6 +608,40 @@ pub async fn concurrent_rotation(store: Arc<dyn TokenStore>, tag: &str) {
         }
     }
     assert_eq!(fresh, 1, "exactly one rotation happened");
+}
+
+/// 16 concurrent uses of one time step, then of one recovery code: each accepted once.
+pub async fn concurrent_second_factor(store: Arc<dyn TokenStore>, tag: &str) {
+    let user = format!("{tag}-mfa-race");
+    enrol(
+        store.as_ref(),
+        &user,
+        "sealed-race",
+        1000,
+        &["r1", "r2", "r3"],
+    )
+    .await;
+    let race = |change: MfaChange| {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, u, c) = (store.clone(), user.clone(), change.clone());
+                tokio::spawn(async move { s.change_mfa(&u, &c).await.unwrap() })
+            })
+            .collect();
+        async move {
+            let mut accepted = 0;
+            for t in tasks {
+                accepted += usize::from(t.await.unwrap());
+            }
+            accepted
+        }
+    };
+    assert_eq!(race(MfaChange::Step(1001)).await, 1, "one code, one use");
+    assert_eq!(race(MfaChange::Recovery("r2".into())).await, 1);
+    let r = store.mfa(&user).await.unwrap().unwrap();
+    assert_eq!(r.last_step, 1001);
+    assert_eq!(r.recovery, vec!["r1".to_string(), "r3".to_string()]);
+    assert!(store.change_mfa(&user, &MfaChange::Remove).await.unwrap());
 }
 
 /// The grace window is measured in milliseconds: its last millisecond is inside, the next

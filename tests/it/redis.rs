@@ -33,6 +33,10 @@ fn redis_passes_the_store_contract() {
         store.clone(),
         "redis",
     ));
+    rt.block_on(crate::store_contract::contract::concurrent_second_factor(
+        store.clone(),
+        "redis",
+    ));
     // Shared rate-limit windows.
     let rate = portcullis::config::Rate {
         count: 2,

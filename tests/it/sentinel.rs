@@ -667,6 +667,10 @@ fn too_few_replicas_fail_writes_instead_of_claiming_durability() {
         store.clone(),
         "wait",
     ));
+    rt.block_on(crate::store_contract::contract::concurrent_second_factor(
+        store.clone(),
+        "wait",
+    ));
     watching.abort();
 }
 

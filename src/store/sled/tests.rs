@@ -10,6 +10,7 @@ async fn sled_passes_the_store_contract() {
     let store = Arc::new(SledStore::open(&dir.path().join("db"), Duration::from_secs(1)).unwrap());
     crate::store::contract::run(store.as_ref(), "sled").await;
     crate::store::contract::concurrent_rotation(store.clone(), "sled").await;
+    crate::store::contract::concurrent_second_factor(store.clone(), "sled").await;
     crate::store::contract::grace_in_milliseconds(store.as_ref(), "sled").await;
     // sled forgets ended sessions when pruned.
     store.prune(1_800_000_000 + 2000).await.unwrap();
