@@ -4,6 +4,9 @@
 //! `DELETE /admin/sessions/{sid}`, and `POST /admin/revoke-all`, the incident kill switch
 //! (every session of every user in the users file). Revocations reach every instance through
 //! the store (Redis publishes them) as the user's own do.
+//!
+//! Path segments are percent-decoded one by one: the CLI encodes every character but letters
+//! and digits, so that any user id of the users file (a dot, a space, a slash) can be named.
 
 use super::state::AppState;
 use crate::config::AdminConfig;
@@ -57,7 +60,10 @@ impl AdminApp {
         let auth = &s.auth;
         let now = auth.tokens.clock.now();
         let unavailable = crate::respond::store_unavailable;
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let Some(decoded) = segments(path) else {
+            return crate::respond::not_found("no such admin endpoint");
+        };
+        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
         match (method, parts.as_slice()) {
             (&Method::GET, ["admin", "users", user, "sessions"]) => {
                 let Ok(mut list) = auth.store.sessions_of(user, now).await else {
@@ -113,6 +119,19 @@ impl AdminApp {
     }
 }
 
+/// The segments of `path`, each percent-decoded; `None` when one is not UTF-8 once decoded.
+fn segments(path: &str) -> Option<Vec<String>> {
+    path.trim_start_matches('/')
+        .split('/')
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8()
+                .ok()
+                .map(|d| d.into_owned())
+        })
+        .collect()
+}
+
 /// End every session of `user`; returns how many were still live.
 async fn end_user(s: &AppState, user: &str, now: u64) -> Result<usize, crate::store::StoreError> {
     let live = s.auth.store.sessions_of(user, now).await?.len();
@@ -149,5 +168,24 @@ impl ServeHttp for AdminApp {
             .header(http::header::CACHE_CONTROL, "no-store")
             .body(answer.body.to_vec())
             .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segments;
+
+    #[test]
+    fn segments_are_decoded_after_the_path_is_split() {
+        assert_eq!(
+            segments("/admin/users/dana.o%2Dneil/mfa").unwrap(),
+            ["admin", "users", "dana.o-neil", "mfa"]
+        );
+        assert_eq!(
+            segments("/admin/users/a%2Fb/sessions").unwrap(),
+            ["admin", "users", "a/b", "sessions"],
+            "an encoded slash stays inside its segment"
+        );
+        assert_eq!(segments("/admin/users/%FF/mfa"), None, "not UTF-8");
     }
 }
