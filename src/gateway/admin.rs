@@ -3,7 +3,8 @@
 //! audited. `GET /admin/users/{id}/sessions`, `DELETE /admin/users/{id}/sessions`,
 //! `DELETE /admin/sessions/{sid}`, and `POST /admin/revoke-all`, the incident kill switch
 //! (every session of every user in the users file). Revocations reach every instance through
-//! the store (Redis publishes them) as the user's own do.
+//! the store (Redis publishes them) as the user's own do. `DELETE /admin/users/{id}/mfa`
+//! removes a user's second factor (a lost authenticator), so that they can enrol a new one.
 //!
 //! Path segments are percent-decoded one by one: the CLI encodes every character but letters
 //! and digits, so that any user id of the users file (a dot, a space, a slash) can be named.
@@ -12,6 +13,7 @@ use super::state::AppState;
 use crate::config::AdminConfig;
 use crate::respond::LocalResponse;
 use crate::secret::Secret;
+use crate::store::MfaChange;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response};
@@ -56,7 +58,13 @@ impl AdminApp {
         presented.len() == want.len() && bool::from(presented.as_bytes().ct_eq(want))
     }
 
-    async fn answer(&self, s: &AppState, method: &Method, path: &str) -> LocalResponse {
+    async fn answer(
+        &self,
+        s: &AppState,
+        method: &Method,
+        path: &str,
+        client: &str,
+    ) -> LocalResponse {
         let auth = &s.auth;
         let now = auth.tokens.clock.now();
         let unavailable = crate::respond::store_unavailable;
@@ -113,6 +121,18 @@ impl AdminApp {
                     .inc_by(total as u64);
                 LocalResponse::json(200, &json!({ "sessions_revoked": total }))
             }
+            (&Method::DELETE, ["admin", "users", user, "mfa"]) => {
+                if auth.sessions.users.by_id(user).is_none() {
+                    return crate::respond::not_found("no such user in the users file");
+                }
+                match auth.store.change_mfa(user, &MfaChange::Remove).await {
+                    Ok(removed) => {
+                        tracing::warn!(target: "portcullis::audit", event = "mfa_reset", user = %user, removed, client_ip = %client);
+                        LocalResponse::json(200, &json!({ "user": user, "removed": removed }))
+                    }
+                    Err(_) => unavailable(),
+                }
+            }
             (_, ["admin", ..]) => crate::respond::not_found("no such admin endpoint"),
             _ => crate::respond::not_found("this listener serves only /admin/"),
         }
@@ -151,7 +171,7 @@ impl ServeHttp for AdminApp {
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let answer = if self.authorized(session) {
-            self.answer(&s, &method, &path).await
+            self.answer(&s, &method, &path, &client).await
         } else {
             crate::respond::unauthorized(
                 "admin_token_required",
