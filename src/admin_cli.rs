@@ -1,6 +1,7 @@
-//! `portcullis sessions list|revoke`: a client of the admin API of the gateway the config
-//! describes (its `admin.listen` and `admin.token_file`). Prints a table or a count; one
-//! clear line and a non-zero exit when the gateway cannot be reached or refuses.
+//! `portcullis sessions list|revoke` and `portcullis mfa reset`: a client of the admin API of
+//! the gateway the config describes (its `admin.listen` and `admin.token_file`). Prints a
+//! table or one line; one clear line and a non-zero exit when the gateway cannot be reached
+//! or refuses.
 
 use crate::config::Config;
 use std::time::Duration;
@@ -11,6 +12,7 @@ pub enum Action<'a> {
     RevokeUser { user: &'a str },
     RevokeSession { sid: &'a str },
     RevokeAll,
+    MfaReset { user: &'a str },
 }
 
 /// Run `action` against the running gateway; returns what to print.
@@ -37,6 +39,7 @@ pub fn run(config: &Config, action: Action<'_>) -> Result<String, String> {
         Action::RevokeUser { user } => ("DELETE", format!("/admin/users/{}/sessions", enc(user))),
         Action::RevokeSession { sid } => ("DELETE", format!("/admin/sessions/{}", enc(sid))),
         Action::RevokeAll => ("POST", "/admin/revoke-all".to_string()),
+        Action::MfaReset { user } => ("DELETE", format!("/admin/users/{}/mfa", enc(user))),
     };
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
@@ -87,6 +90,11 @@ pub fn run(config: &Config, action: Action<'_>) -> Result<String, String> {
             out.push_str(&format!("{} session(s) of {user}", sessions.len()));
             out
         }
+        Action::MfaReset { user } => match body["removed"].as_bool() {
+            Some(true) => format!("second factor removed for {user}"),
+            Some(false) => format!("{user} had no second factor"),
+            None => return Err(format!("{base}{path}: unexpected answer: no `removed`")),
+        },
         _ => format!(
             "{} session(s) revoked",
             body["sessions_revoked"].as_u64().unwrap_or(0)

@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         action: SessionsCommand,
     },
+    /// Users' second factors, through the running gateway's admin API (`admin` in the config).
+    Mfa {
+        #[command(subcommand)]
+        action: MfaCommand,
+    },
     /// Check the config like `check`, then make the running gateway reload it (SIGHUP to the
     /// process in `server.pid_file`).
     Reload,
@@ -99,6 +104,15 @@ pub enum SessionsCommand {
         /// The incident kill switch: every session of every user.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Remove a user's second factor (a lost authenticator), so that they can enrol a new one.
+    Reset {
+        #[arg(long)]
+        user: String,
     },
 }
 

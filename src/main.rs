@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some(Command::HashPassword { password_stdin }) => hash_password(*password_stdin),
         Some(Command::Reload) => reload(&cli),
         Some(Command::Sessions { action }) => sessions(&cli, action),
+        Some(Command::Mfa { action }) => mfa(&cli, action),
         Some(Command::Unlock { user, ip }) => unlock(&cli, user.as_deref(), ip.as_deref()),
         Some(Command::Probe { url, timeout }) => {
             match probe::probe(url, Duration::from_secs(*timeout)) {
@@ -94,6 +95,17 @@ fn sessions(cli: &Cli, action: &portcullis::cli::SessionsCommand) -> Outcome {
         SessionsCommand::Revoke { sid: Some(sid), .. } => Action::RevokeSession { sid },
         SessionsCommand::Revoke { all: true, .. } => Action::RevokeAll,
         SessionsCommand::Revoke { .. } => return Err("give --user ID, --sid SID or --all".into()),
+    };
+    println!("{}", portcullis::admin_cli::run(&config, action)?);
+    Ok(())
+}
+
+fn mfa(cli: &Cli, action: &portcullis::cli::MfaCommand) -> Outcome {
+    use portcullis::admin_cli::Action;
+    use portcullis::cli::MfaCommand;
+    let config = load(cli)?;
+    let action = match action {
+        MfaCommand::Reset { user } => Action::MfaReset { user },
     };
     println!("{}", portcullis::admin_cli::run(&config, action)?);
     Ok(())
