@@ -65,7 +65,7 @@ if ! python3 -c 'import flask' >/dev/null 2>&1; then
   pip3 install -q flask 2>/dev/null || pip3 install -q --break-system-packages flask
 fi
 
-# pyotp: the independent TOTP implementation the second-factor browser test computes codes with.
+# pyotp: the independent TOTP implementation the second-factor tests compute codes with.
 if ! python3 -c 'import pyotp' >/dev/null 2>&1; then
   log "installing pyotp (pip)"
   command -v pip3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }

@@ -25,6 +25,7 @@ mod differential;
 mod inject;
 mod limits;
 mod logout_page;
+mod mfa;
 mod observability;
 mod protect;
 mod proxy;
