@@ -583,6 +583,25 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     );
     assert_eq!(b.xhr(&gw, "/auth/mfa").json()["recovery_codes_left"], 9);
 
+    // Someone who knows only the password: the pending login opens neither the enrolment page
+    // nor its endpoints, so it cannot put a secret of its own in place of alice's.
+    let mut m = Browser::default();
+    assert_eq!(
+        m.password(&gw, "alice@example.com").json(),
+        json!({"mfa_required": true})
+    );
+    let r = m.xhr(&gw, "/auth/mfa");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!r.body.contains("recovery_codes_left"), "{}", r.body);
+    let r = m.navigate(&gw, "/auth/mfa");
+    assert_eq!(r.status, 302, "{}", r.body);
+    let r = m.json(&gw, "POST", "/auth/mfa/totp", &json!({"code": "123456"}));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = m.json(&gw, "DELETE", "/auth/mfa/totp", &json!({"code": "123456"}));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(m.cookie("pc_access").is_none() && m.cookie("pc_refresh").is_none());
+    assert_eq!(b.xhr(&gw, "/auth/mfa").json()["enrolled"], true);
+
     let m = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).body;
     for (result, n) in [
         ("enrolled", 1.0),
