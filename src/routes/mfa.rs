@@ -425,6 +425,28 @@ pub async fn login_code(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         }
         return refusal.json();
     }
+    // One login per password step: a copied pc_mfa cookie, even with a fresh code, starts no
+    // second session. The store remembers the login's nonce (atomically, on every instance)
+    // until the cookie would have expired anyway.
+    let now = ep.auth.tokens.clock.now();
+    let once = format!("pc_mfa|{}", pending.nonce);
+    match ep
+        .auth
+        .store
+        .remember_device(&user.id, &once, now, PENDING_TTL)
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            counted(ep, "expired");
+            if form {
+                return to_login(&p.return_to);
+            }
+            return LocalResponse::error(401, "mfa_login_expired", EXPIRED)
+                .header(SET_COOKIE, clear_pending(ep));
+        }
+        Err(_) => return respond::store_unavailable(),
+    }
     let session = match &pending.sid {
         Some(sid) => ep
             .auth

@@ -245,7 +245,9 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<Family>, StoreError>;
 
     /// Note that `user` signed in from `device` (a device label and network) at `now`, for
-    /// `ttl` seconds; returns whether it was already known then.
+    /// `ttl` seconds; returns whether it was already known then. Atomic, so it also marks
+    /// one-time values as used (a pending second-factor login's nonce): of concurrent calls
+    /// with the same key exactly one sees `false`.
     async fn remember_device(
         &self,
         user: &str,

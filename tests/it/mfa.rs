@@ -510,6 +510,7 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     assert_eq!(r.json(), json!({"mfa_required": true}));
     assert_eq!(cookie_names(&r), ["pc_csrf", "pc_device", "pc_mfa"]);
     let pending = &set_cookies(&r)["__Host-pc_mfa"];
+    let copied = b.cookie("pc_mfa").expect("the pending login").to_string();
     assert!(pending.has("HttpOnly"), "{:?}", pending.attrs);
     assert_eq!(pending.attr("Max-Age").as_deref(), Some("300"));
     let seen = up.count();
@@ -545,6 +546,18 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     let auth_time = c["auth_time"].as_u64().expect("auth_time");
     assert!(auth_time >= before && auth_time <= now(), "{c}");
     assert_eq!(b.xhr(&gw, "/app").status, 200);
+    // A copy of that pending login, even with a fresh code, starts no second session.
+    let mut copy = Browser::default();
+    copy.set_cookie("pc_mfa", &copied);
+    copy.set_cookie("pc_csrf", "copied-csrf-value-of-32-characters-x");
+    let r = copy.code_step(&gw, &json!({"code": code(&secret, 1)}));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("mfa_login_expired")),
+        "{}",
+        r.body
+    );
+    assert!(copy.cookie("pc_access").is_none());
     assert!(
         audit(&gw, "login")
             .iter()
@@ -605,7 +618,9 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     let m = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).body;
     for (result, n) in [
         ("enrolled", 1.0),
-        ("success", 1.0),
+        // alice's code, and the copy's (right, but its login was already used)
+        ("success", 2.0),
+        ("expired", 1.0),
         ("recovery", 1.0),
         ("wrong_code", 2.0),
     ] {
