@@ -1,15 +1,12 @@
 //! `GET /auth/login` (the form) and `POST /auth/login` (JSON, or the form posted back).
 
-use super::login_page::{page_csrf, render, safe_return_to, LoginView, SESSION_EXPIRED};
-use super::mfa::{self, Asked, Next};
-use super::{media_type, mfa_page, with_cookies, Call, Endpoints};
+use super::login_page::{page_csrf, render, safe_return_to, Asked, LoginView, SESSION_EXPIRED};
+use super::mfa::{self, Next};
+use super::{media_type, mfa_page, signin, with_cookies, Call, Endpoints};
 use crate::auth::cookie_value;
-use crate::auth::cookies::{self, secure_eq, session_cookies};
-use crate::auth::device::DEVICE_COOKIE_TTL;
+use crate::auth::cookies::secure_eq;
 use crate::auth::login::{password_login, Attempt, LoggedIn, LoginFailure};
-use crate::auth::sessions::Issued;
 use crate::respond::{self, LocalResponse};
-use crate::store::Origin;
 use http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
@@ -122,7 +119,7 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
             let sid = session.as_ref().map(|f| f.sid.as_str());
             let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
             cookies.extend(mfa::csrf_for_code_step(ep, call));
-            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
             audit_password_step(call, &user.id, enrol);
             let body = if enrol {
                 json!({ "mfa_required": true, "enrolment_required": true, "enrolment_url": "/auth/mfa" })
@@ -133,7 +130,7 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         }
         (next, _) => {
             let enrol = matches!(next, Next::EnrolAfter);
-            match mfa::finish(ep, call, user, session, &["pwd"], device_cookie).await {
+            match signin::finish(ep, call, user, session, &["pwd"], device_cookie).await {
                 Ok(f) => {
                     let mut body = f.body;
                     if enrol {
@@ -148,35 +145,10 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     }
 }
 
-/// The JSON answer of a new session.
-pub(super) fn login_body(ep: &Endpoints, issued: &Issued) -> serde_json::Value {
-    json!({
-        "access_token": issued.access.token,
-        "token_type": "Bearer",
-        "expires_in": ep.auth.tokens.access_ttl(),
-        "user": { "id": issued.user.id, "email": issued.user.email, "roles": issued.user.roles },
-    })
-}
-
-/// The device cookie that makes this browser a known one.
-fn device(ep: &Endpoints, value: &str) -> HeaderValue {
-    let c = &ep.auth.config.cookies;
-    cookies::set(c, &c.device_name, value, DEVICE_COOKIE_TTL, true)
-}
-
 /// A right password whose login now waits for a code (or for enrolment).
 fn audit_password_step(call: &Call<'_>, user: &str, enrol: bool) {
     let next = if enrol { "enrolment" } else { "code" };
     tracing::info!(target: "portcullis::audit", event = "login_password_ok", user, next, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
-}
-
-/// The browser a new session begins in.
-pub(super) fn origin(call: &Call<'_>) -> Origin {
-    Origin {
-        ip: call.client.to_string(),
-        user_agent: call.user_agent.to_string(),
-        device: crate::auth::device::label(call.user_agent),
-    }
 }
 
 /// Count a password login's result.
@@ -217,22 +189,6 @@ fn attempt<'a>(
         request_id: call.request_id,
         user_agent: call.user_agent,
     }
-}
-
-/// The session's cookies, and the device cookie that makes this browser a known one.
-pub(super) fn login_cookies(
-    ep: &Endpoints,
-    issued: &Issued,
-    csrf: &str,
-    device_cookie: Option<String>,
-) -> Vec<HeaderValue> {
-    let mut cookies = session_cookies(&ep.auth, issued, csrf);
-    cookies.extend(device_cookie.map(|v| device(ep, &v)));
-    cookies
-}
-
-pub(super) fn audit_login(call: &Call<'_>, issued: &Issued) {
-    tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, amr = %issued.family.amr.join(" "), client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
 
 async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
@@ -311,14 +267,14 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
             let (csrf, set) = page_csrf(ep, req);
             let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
             cookies.extend(set);
-            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
             let page = LocalResponse::html(200, mfa_page::code_step(&csrf, &return_to, None));
             with_cookies(page, cookies)
         }
         (Next::Enrol, Some(factor)) => {
             audit_password_step(call, &user.id, true);
             let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, None)];
-            cookies.extend(device_cookie.map(|v| device(ep, &v)));
+            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
             with_cookies(see_other(&enrolment()), cookies)
         }
         (next, _) => {
@@ -326,7 +282,7 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
                 Next::EnrolAfter => enrolment(),
                 _ => return_to.clone(),
             };
-            match mfa::finish(ep, call, user, session, &["pwd"], device_cookie).await {
+            match signin::finish(ep, call, user, session, &["pwd"], device_cookie).await {
                 Ok(f) => with_cookies(see_other(&location), f.cookies),
                 Err(_) => again(503, UNAVAILABLE),
             }

@@ -11,6 +11,14 @@ use crate::tokens::access::random_id;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+/// How the login asked: a step-up (`step_up=1`) of the session the browser holds, and whether
+/// what was missing is a code (`mfa=1`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    pub step_up: bool,
+    pub code: bool,
+}
+
 /// What the login page shows besides its form.
 #[derive(Default)]
 pub struct LoginView<'a> {
@@ -23,7 +31,7 @@ pub struct LoginView<'a> {
     /// The email typed last time.
     pub email: &'a str,
     /// A step-up, kept in hidden fields.
-    pub asked: super::mfa::Asked,
+    pub asked: Asked,
 }
 
 /// The notice a `session_expired=1` login page shows.

@@ -7,9 +7,9 @@
 //! cookie is set until the code is right. Every wrong code counts in the same throttling
 //! buckets as a wrong password (the account's included), and is audited.
 
-use super::login::{audit_login, login_body, login_cookies, origin};
-use super::login_page::{page_csrf, safe_return_to};
+use super::login_page::{page_csrf, safe_return_to, Asked};
 use super::mfa_page;
+use super::signin::finish;
 use super::{is_form, json_or_empty, with_cookies, Call, Endpoints};
 use crate::auth::cookies::{self, csrf_header_ok, secure_eq};
 use crate::auth::mfa::{Entered, MfaError, Pending, SecondFactor, Verdict, PENDING_TTL};
@@ -38,14 +38,6 @@ pub enum Next {
     /// A signed-in user whose route wants a code they cannot give yet: the step-up completes
     /// with the password, then the enrolment page.
     EnrolAfter,
-}
-
-/// How the login asked: a step-up (`step_up=1`) of the session the browser holds, and whether
-/// what was missing is a code (`mfa=1`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Asked {
-    pub step_up: bool,
-    pub code: bool,
 }
 
 /// The browser's live session of `user`, when the login is a step-up of it.
@@ -117,59 +109,6 @@ fn clear_pending(ep: &Endpoints) -> HeaderValue {
 pub fn csrf_for_code_step(ep: &Endpoints, call: &Call<'_>) -> Option<HeaderValue> {
     let (_, set) = page_csrf(ep, call.req);
     set
-}
-
-/// A finished login or step-up: the access token, the cookies to set and the session.
-pub struct Finished {
-    pub body: serde_json::Value,
-    pub cookies: Vec<HeaderValue>,
-}
-
-/// Complete the login of `user`, who proved who they are by `amr`: a step-up of `session`
-/// (same session, new access token), or a new session.
-pub async fn finish(
-    ep: &Endpoints,
-    call: &Call<'_>,
-    user: Arc<User>,
-    session: Option<Family>,
-    amr: &[&str],
-    device_cookie: Option<String>,
-) -> Result<Finished, LocalResponse> {
-    let state = &*ep.auth;
-    if let Some(family) = session {
-        let (access, family) = state
-            .sessions
-            .reauthenticate(user.clone(), &family, amr)
-            .await
-            .map_err(|e| LocalResponse::from(&e))?;
-        tracing::info!(target: "portcullis::audit", event = "step_up", user = %user.id, sid = %family.sid, amr = %amr.join(" "), client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
-        let c = &state.config.cookies;
-        let body = json!({
-            "access_token": access.token,
-            "token_type": "Bearer",
-            "expires_in": state.tokens.access_ttl(),
-            "user": { "id": user.id, "email": user.email, "roles": user.roles },
-        });
-        let cookies = vec![cookies::set(
-            c,
-            &c.access_name,
-            &access.token,
-            state.tokens.access_ttl(),
-            true,
-        )];
-        return Ok(Finished { body, cookies });
-    }
-    let issued = state
-        .sessions
-        .login(user, origin(call), amr)
-        .await
-        .map_err(|e| LocalResponse::from(&e))?;
-    audit_login(call, &issued);
-    let csrf = crate::tokens::access::random_id(32);
-    Ok(Finished {
-        body: login_body(ep, &issued),
-        cookies: login_cookies(ep, &issued, &csrf, device_cookie),
-    })
 }
 
 #[derive(Deserialize)]
@@ -622,22 +561,33 @@ async fn show(
     }
 }
 
+/// What every change to the second factor starts with: it is configured, the caller is
+/// signed in (or must enrol), the body reads, and its CSRF token matches.
+async fn opening<'e>(
+    ep: &'e Endpoints,
+    call: &Call<'_>,
+    endpoint: &str,
+) -> Result<(&'e SecondFactor, Caller, Posted), LocalResponse> {
+    let mfa = ep.auth.mfa.as_ref().ok_or_else(not_configured)?;
+    let Some(caller) = caller(ep, call).await else {
+        return Err(if is_form(call.req) {
+            sign_in_first(call)
+        } else {
+            respond::unauthorized("token_required", "authentication required", false)
+        });
+    };
+    let p = posted(call)?;
+    csrf_ok(ep, call, &p, endpoint)?;
+    Ok((mfa, caller, p))
+}
+
 /// `POST /auth/mfa`: the page's forms (`action=confirm` with the first code, or
 /// `action=remove`).
 pub async fn form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
-    let Some(mfa) = &ep.auth.mfa else {
-        return not_configured();
-    };
-    let Some(caller) = caller(ep, call).await else {
-        return sign_in_first(call);
-    };
-    let p = match posted(call) {
-        Ok(p) => p,
+    let (mfa, caller, p) = match opening(ep, call, "/auth/mfa").await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(ep, call, &p, "/auth/mfa") {
-        return r;
-    }
     let code = p.code.clone().unwrap_or_default();
     match p.action.as_str() {
         "remove" => match remove(ep, call, mfa, &caller, &p).await {
@@ -664,19 +614,10 @@ pub async fn form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
 /// `POST /auth/mfa/totp` `{"code"}`: confirm the secret `GET /auth/mfa` showed; 200
 /// `{"recovery_codes": [...]}` (with the login's answer and cookies when it completed one).
 pub async fn confirm_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
-    let Some(mfa) = &ep.auth.mfa else {
-        return not_configured();
-    };
-    let Some(caller) = caller(ep, call).await else {
-        return respond::unauthorized("token_required", "authentication required", false);
-    };
-    let p = match posted(call) {
-        Ok(p) => p,
+    let (mfa, caller, p) = match opening(ep, call, "/auth/mfa/totp").await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(ep, call, &p, "/auth/mfa/totp") {
-        return r;
-    }
     let Some(code) = p.code.as_deref() else {
         return respond::bad_request("expected a JSON object with a \"code\" string");
     };
@@ -778,19 +719,10 @@ type CookiesAndLogin = (Vec<HeaderValue>, Option<serde_json::Value>);
 /// `DELETE /auth/mfa/totp` `{"code"}` (or `{"recovery_code"}`): turn the second factor off,
 /// unless the account must use one.
 pub async fn remove_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
-    let Some(mfa) = &ep.auth.mfa else {
-        return not_configured();
-    };
-    let Some(caller @ Caller::Session(..)) = caller(ep, call).await else {
-        return respond::unauthorized("token_required", "authentication required", false);
-    };
-    let p = match posted(call) {
-        Ok(p) => p,
+    let (mfa, caller, p) = match opening(ep, call, "/auth/mfa/totp").await {
+        Ok(o) => o,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(ep, call, &p, "/auth/mfa/totp") {
-        return r;
-    }
     match remove(ep, call, mfa, &caller, &p).await {
         Ok(()) => LocalResponse::json(200, &json!({ "ok": true })),
         Err((r, _)) => r,

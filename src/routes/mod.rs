@@ -5,6 +5,7 @@
 //!
 //! - `login.rs`: the login page and `POST /auth/login` (JSON and form)
 //! - `login_page.rs`: the HTML form, `return_to` validation
+//! - `signin.rs`: what completes a sign-in: a new session, or a step-up of the current one
 //! - `account.rs`: the user's page: sessions with sign-out buttons (plain forms), the second
 //!   factor's status
 //! - `client.rs`: the browser client script (`client.js`)
@@ -25,6 +26,7 @@ pub mod mfa_page;
 pub mod refresh;
 pub mod session;
 pub mod sessions;
+pub mod signin;
 
 use crate::auth::cookies::csrf_header_ok;
 use crate::auth::login::PasswordLogin;
