@@ -111,6 +111,7 @@ pub enum SessionsCommand {
 pub enum MfaCommand {
     /// Remove a user's second factor (a lost authenticator), so that they can enrol a new one.
     Reset {
+        /// The user id (the key in the users file).
         #[arg(long)]
         user: String,
     },
