@@ -143,14 +143,24 @@ impl SecondFactor {
         Ok(self.record(user).await?.is_some_and(|r| r.enrolled()))
     }
 
+    /// Seal `secret` for `user` (the associated data binds it to them: a record copied to
+    /// another user does not open).
     fn seal(&self, user: &str, secret: &[u8]) -> String {
+        self.seal_for(user.as_bytes(), secret)
+    }
+
+    fn open(&self, user: &str, sealed: &str) -> Result<Vec<u8>, MfaError> {
+        self.open_for(user.as_bytes(), sealed)
+    }
+
+    fn seal_for(&self, aad: &[u8], secret: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce[..]);
         let mut sealed = secret.to_vec();
         self.sealing
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(user.as_bytes()),
+                Aad::from(aad),
                 &mut sealed,
             )
             .expect("sealing a short secret cannot fail");
@@ -159,7 +169,7 @@ impl SecondFactor {
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    fn open(&self, user: &str, sealed: &str) -> Result<Vec<u8>, MfaError> {
+    fn open_for(&self, aad: &[u8], sealed: &str) -> Result<Vec<u8>, MfaError> {
         let raw = URL_SAFE_NO_PAD
             .decode(sealed)
             .map_err(|_| MfaError::Sealed)?;
@@ -171,7 +181,7 @@ impl SecondFactor {
         let mut body = body.to_vec();
         let plain = self
             .sealing
-            .open_in_place(nonce, Aad::from(user.as_bytes()), &mut body)
+            .open_in_place(nonce, Aad::from(aad), &mut body)
             .map_err(|_| MfaError::Sealed)?;
         Ok(plain.to_vec())
     }
@@ -211,17 +221,26 @@ impl SecondFactor {
         found
     }
 
-    /// The secret `user` is enrolling: the one shown before, while it is not confirmed, else a
-    /// new one.
-    pub async fn begin(&self, user: &User) -> Result<Enrolment, MfaError> {
+    /// What a pending secret is sealed with: its user and the one caller it was shown to (a
+    /// session id, or a pending login's nonce). Nobody else, not even another session of the
+    /// same user, can read it back or confirm it.
+    fn pending_aad(user: &str, owner: &str) -> Vec<u8> {
+        [user.as_bytes(), b"\0pending\0", owner.as_bytes()].concat()
+    }
+
+    /// The secret `user` is enrolling from `owner` (a session id, or a pending login's nonce):
+    /// the one shown there before, while it is not confirmed, else a new one, which replaces
+    /// whatever another caller was shown.
+    pub async fn begin(&self, user: &User, owner: &str) -> Result<Enrolment, MfaError> {
+        let aad = Self::pending_aad(&user.id, owner);
         let pending = self.record(&user.id).await?.and_then(|r| r.pending);
-        let secret = match pending.map(|p| self.open(&user.id, &p)) {
+        let secret = match pending.map(|p| self.open_for(&aad, &p)) {
             Some(Ok(secret)) => secret,
-            // None yet, or one that no longer opens: start over.
+            // None yet, one shown to another caller, or one that no longer opens: start over.
             _ => {
                 let mut secret = vec![0u8; SECRET_LEN];
                 rand::fill(&mut secret[..]);
-                let sealed = self.seal(&user.id, &secret);
+                let sealed = self.seal_for(&aad, &secret);
                 self.store
                     .change_mfa(&user.id, &MfaChange::Begin { sealed })
                     .await?;
@@ -235,19 +254,28 @@ impl SecondFactor {
         })
     }
 
-    /// Confirm the secret being enrolled with a code of it: the recovery codes, shown once;
-    /// `None` when the code is wrong (or nothing is being enrolled).
-    pub async fn confirm(&self, user: &User, code: &str) -> Result<Option<Vec<String>>, MfaError> {
+    /// Confirm the secret `owner` is enrolling with a code of it: the recovery codes, shown
+    /// once; `None` when the code is wrong (or `owner` is enrolling nothing).
+    pub async fn confirm(
+        &self,
+        user: &User,
+        owner: &str,
+        code: &str,
+    ) -> Result<Option<Vec<String>>, MfaError> {
         let Some(sealed) = self.record(&user.id).await?.and_then(|r| r.pending) else {
             return Ok(None);
         };
-        let secret = self.open(&user.id, &sealed)?;
+        let Ok(secret) = self.open_for(&Self::pending_aad(&user.id, owner), &sealed) else {
+            return Ok(None);
+        };
+        let kept = self.seal(&user.id, &secret);
         let Some(step) = self.step_of(&self.totp(user, secret), code) else {
             return Ok(None);
         };
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
         let change = MfaChange::Confirm {
             sealed,
+            secret: kept,
             step,
             recovery: codes
                 .iter()
@@ -477,12 +505,12 @@ mod tests {
     async fn enrol_then_codes_once_and_recovery_once() {
         let f = factor();
         let alice = user("alice");
-        let e = f.begin(&alice).await.unwrap();
+        let e = f.begin(&alice, "sid-1").await.unwrap();
         assert!(e
             .uri
             .starts_with("otpauth://totp/Wiki:alice%40example.com?secret="));
         assert_eq!(
-            f.begin(&alice).await.unwrap().secret,
+            f.begin(&alice, "sid-1").await.unwrap().secret,
             e.secret,
             "same until confirmed"
         );
@@ -491,9 +519,24 @@ mod tests {
             .unwrap();
         let t = f.totp(&alice, secret);
         let now = f.now();
-        assert_eq!(f.confirm(&alice, "000000x").await.unwrap(), None);
+        // Another caller (another session of alice, or someone with her password) neither sees
+        // that secret nor can confirm it; asking replaces it, and the first caller must ask again.
+        let other = f.begin(&alice, "sid-2").await.unwrap();
+        assert_ne!(other.secret, e.secret);
+        let stolen = t.generate(now);
+        assert_eq!(f.confirm(&alice, "sid-2", &stolen).await.unwrap(), None);
+        assert_eq!(f.confirm(&alice, "sid-1", &stolen).await.unwrap(), None);
+        let again = f.begin(&alice, "sid-1").await.unwrap();
+        assert_ne!(again.secret, e.secret);
+        let t = f.totp(
+            &alice,
+            totp_rs::Secret::Encoded(again.secret.clone())
+                .to_bytes()
+                .unwrap(),
+        );
+        assert_eq!(f.confirm(&alice, "sid-1", "000000x").await.unwrap(), None);
         let codes = f
-            .confirm(&alice, &t.generate(now - STEP))
+            .confirm(&alice, "sid-1", &t.generate(now - STEP))
             .await
             .unwrap()
             .expect("a code of the previous step confirms");

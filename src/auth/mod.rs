@@ -158,6 +158,18 @@ pub fn failure_for(e: VerifyError) -> Failure {
     }
 }
 
+/// [`verify_request`] for the pages and APIs of the caller's own account: an account that must
+/// enter a code first (and has not, in this session) gets `step_up_required` there too, so
+/// that enrolment comes before any other page. Sign-out and the second factor's own pages
+/// use [`verify_request`].
+pub async fn verify_signed_in(state: &AuthState, req: &RequestHeader) -> Result<Identity, Failure> {
+    let identity = verify_request(state, req).await?;
+    if state.must_use_code(&identity) {
+        return Err(Failure::StepUpCode);
+    }
+    Ok(identity)
+}
+
 /// The identity behind a request's access token (Bearer or cookie), without a transparent
 /// refresh: for the endpoints that act on the caller's own session.
 pub async fn verify_request(state: &AuthState, req: &RequestHeader) -> Result<Identity, Failure> {

@@ -6,7 +6,7 @@
 use super::login_page::page_csrf;
 use super::{Call, Endpoints};
 use crate::auth::cookies::secure_eq;
-use crate::auth::{cookie_value, verify_request, Identity};
+use crate::auth::{cookie_value, verify_signed_in, Identity};
 use crate::demo::escape_html;
 use crate::respond::pages::document;
 use crate::respond::LocalResponse;
@@ -29,7 +29,7 @@ fn to_login() -> LocalResponse {
 }
 
 async fn who(ep: &Endpoints, call: &Call<'_>) -> Option<Identity> {
-    verify_request(&ep.auth, call.req).await.ok()
+    verify_signed_in(&ep.auth, call.req).await.ok()
 }
 
 /// The page.

@@ -319,6 +319,24 @@ fn pending_login(ep: &Endpoints, call: &Call<'_>) -> Option<(Pending, Arc<User>)
 
 const EXPIRED: &str = "the sign-in expired or was not started here; sign in again";
 
+/// Mark the pending login `pending` as completed: `false` when it already was (a copy of its
+/// cookie). The store remembers its nonce, atomically on every instance, until the cookie
+/// would have expired anyway.
+async fn complete_once(
+    ep: &Endpoints,
+    user: &str,
+    pending: &Pending,
+) -> Result<bool, crate::store::StoreError> {
+    let now = ep.auth.tokens.clock.now();
+    let once = format!("pc_mfa|{}", pending.nonce);
+    let seen = ep
+        .auth
+        .store
+        .remember_device(user, &once, now, PENDING_TTL)
+        .await?;
+    Ok(!seen)
+}
+
 /// `POST /auth/login/mfa`: the code step of a login (JSON or the code page's form).
 pub async fn login_code(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
     let form = is_form(call.req);
@@ -365,18 +383,10 @@ pub async fn login_code(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
         return refusal.json();
     }
     // One login per password step: a copied pc_mfa cookie, even with a fresh code, starts no
-    // second session. The store remembers the login's nonce (atomically, on every instance)
-    // until the cookie would have expired anyway.
-    let now = ep.auth.tokens.clock.now();
-    let once = format!("pc_mfa|{}", pending.nonce);
-    match ep
-        .auth
-        .store
-        .remember_device(&user.id, &once, now, PENDING_TTL)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
+    // second session.
+    match complete_once(ep, &user.id, &pending).await {
+        Ok(true) => {}
+        Ok(false) => {
             counted(ep, "expired");
             if form {
                 return to_login(&p.return_to);
@@ -439,13 +449,21 @@ enum Caller {
     /// Signed in.
     Session(Identity, Arc<User>),
     /// Between the password and enrolment (an account that must use a second factor).
-    Pending(Arc<User>),
+    Pending(Pending, Arc<User>),
 }
 
 impl Caller {
     fn user(&self) -> &Arc<User> {
         match self {
-            Caller::Session(_, u) | Caller::Pending(u) => u,
+            Caller::Session(_, u) | Caller::Pending(_, u) => u,
+        }
+    }
+
+    /// Who a pending secret is shown to: this session, or this pending login.
+    fn owner(&self) -> &str {
+        match self {
+            Caller::Session(identity, _) => &identity.sid,
+            Caller::Pending(pending, _) => &pending.nonce,
         }
     }
 }
@@ -468,7 +486,7 @@ async fn caller(ep: &Endpoints, call: &Call<'_>) -> Option<Caller> {
         return None;
     }
     match mfa.enrolled(&user.id).await {
-        Ok(false) => Some(Caller::Pending(user)),
+        Ok(false) => Some(Caller::Pending(pending, user)),
         _ => None,
     }
 }
@@ -513,7 +531,7 @@ async fn show(
     mfa: &SecondFactor,
     caller: &Caller,
     return_to: &str,
-    error: Option<&str>,
+    refused: Option<&Failed>,
 ) -> LocalResponse {
     let user = caller.user();
     let record = match mfa.record(&user.id).await {
@@ -521,7 +539,10 @@ async fn show(
         Err(_) => return respond::store_unavailable(),
     };
     let (csrf, set) = page_csrf(ep, call.req);
-    let status = if error.is_some() { 401 } else { 200 };
+    // The page again, with the refusal's status (401 wrong code, 429 throttled, ...) and
+    // its message.
+    let status = refused.map_or(200, |(r, _)| r.status);
+    let error = refused.map(|(_, message)| *message);
     let r = match record.filter(|r| r.enrolled()) {
         Some(r) => {
             if wants_json(call) {
@@ -537,7 +558,7 @@ async fn show(
             }
         }
         None => {
-            let e = match mfa.begin(user).await {
+            let e = match mfa.begin(user, caller.owner()).await {
                 Ok(e) => e,
                 Err(_) => return respond::store_unavailable(),
             };
@@ -555,10 +576,21 @@ async fn show(
             }
         }
     };
-    match set {
+    let mut r = match set {
         Some(set) => r.header(SET_COOKIE, set),
         None => r,
+    };
+    // A throttled form says when to try again, as the JSON answer does.
+    if let Some((refusal, _)) = refused {
+        r.headers.extend(
+            refusal
+                .headers
+                .iter()
+                .filter(|(n, _)| n == RETRY_AFTER)
+                .cloned(),
+        );
     }
+    r
 }
 
 /// What every change to the second factor starts with: it is configured, the caller is
@@ -599,14 +631,14 @@ pub async fn form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
                     &[("/auth/account", "Your account")],
                 ),
             ),
-            Err((_, message)) => show(ep, call, mfa, &caller, "/auth/mfa", Some(message)).await,
+            Err(refused) => show(ep, call, mfa, &caller, "/auth/mfa", Some(&refused)).await,
         },
         _ => match confirm(ep, call, mfa, &caller, &code).await {
             Ok((codes, cookies)) => with_cookies(
                 LocalResponse::html(200, mfa_page::recovery_codes(&codes, &p.return_to)),
                 cookies.0,
             ),
-            Err((_, message)) => show(ep, call, mfa, &caller, &p.return_to, Some(message)).await,
+            Err(refused) => show(ep, call, mfa, &caller, &p.return_to, Some(&refused)).await,
         },
     }
 }
@@ -657,7 +689,7 @@ async fn confirm(
         Ok(Err(l)) => return Err(limited(l.retry_after)),
         Err(_) => return Err((respond::store_unavailable(), Refusal::Unavailable.message())),
     }
-    let codes = match mfa.confirm(&user, code).await {
+    let codes = match mfa.confirm(&user, caller.owner(), code).await {
         Ok(Some(codes)) => codes,
         Ok(None) => {
             counted(ep, "wrong_code");
@@ -683,6 +715,7 @@ async fn confirm(
     };
     counted(ep, "enrolled");
     tracing::warn!(target: "portcullis::audit", event = "mfa_enrolled", user = %user.id, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
+    end_password_only_sessions(ep, &user.id, caller).await;
     // The code just entered counts for this session (or completes the pending login).
     let done = match caller {
         Caller::Session(identity, _) => {
@@ -696,14 +729,25 @@ async fn confirm(
                 _ => None,
             }
         }
-        Caller::Pending(_) => {
-            let finished = finish(ep, call, user.clone(), None, &["pwd", "otp"], None).await;
-            match finished {
-                Ok(mut f) => {
-                    f.cookies.push(clear_pending(ep));
-                    Some(f)
+        Caller::Pending(pending, _) => {
+            // The pending login completes here, once: its cookie no longer works at the code
+            // step.
+            match complete_once(ep, &user.id, pending).await {
+                Ok(true) => {
+                    let finished =
+                        finish(ep, call, user.clone(), None, &["pwd", "otp"], None).await;
+                    match finished {
+                        Ok(mut f) => {
+                            f.cookies.push(clear_pending(ep));
+                            Some(f)
+                        }
+                        Err(r) => return Err((r, Refusal::Unavailable.message())),
+                    }
                 }
-                Err(r) => return Err((r, Refusal::Unavailable.message())),
+                Ok(false) => None,
+                Err(_) => {
+                    return Err((respond::store_unavailable(), Refusal::Unavailable.message()))
+                }
             }
         }
     };
@@ -711,6 +755,31 @@ async fn confirm(
         Some(f) => (codes, (f.cookies, Some(f.body))),
         None => (codes, (Vec::new(), None)),
     })
+}
+
+/// Once an account has a second factor, sessions that only ever proved the password (someone
+/// else's, perhaps: the reason to turn it on) end; the enrolling one stays. A store failure
+/// leaves them, logged: the enrolment stands.
+async fn end_password_only_sessions(ep: &Endpoints, user: &str, caller: &Caller) {
+    let state = &*ep.auth;
+    let keep = match caller {
+        Caller::Session(identity, _) => identity.sid.as_str(),
+        Caller::Pending(..) => "",
+    };
+    let now = state.tokens.clock.now();
+    let Ok(sessions) = state.store.sessions_of(user, now).await else {
+        tracing::warn!(target: "portcullis::store", user, "cannot list the sessions to end after an enrolment");
+        return;
+    };
+    let mut ended = 0;
+    for f in sessions.iter().filter(|f| f.sid != keep && !f.otp()) {
+        if state.sessions.revoke_family(&f.sid).await.is_ok() {
+            ended += 1;
+        }
+    }
+    if ended > 0 {
+        tracing::info!(target: "portcullis::audit", event = "sessions_ended", reason = "mfa_enrolled", user, sessions = ended);
+    }
 }
 
 /// Cookies to set, and the login's JSON answer when a login or step-up completed.

@@ -3,7 +3,7 @@
 //! client needs to warn before that.
 
 use super::Endpoints;
-use crate::auth::verify_request;
+use crate::auth::verify_signed_in;
 use crate::respond::{self, LocalResponse};
 use pingora::http::RequestHeader;
 use serde_json::json;
@@ -16,7 +16,7 @@ pub fn rfc3339(secs: u64) -> String {
 
 pub async fn info(ep: &Endpoints, req: &RequestHeader) -> LocalResponse {
     let auth = &*ep.auth;
-    let v = match verify_request(auth, req).await {
+    let v = match verify_signed_in(auth, req).await {
         Ok(v) => v,
         Err(f) => return respond::refused(f),
     };

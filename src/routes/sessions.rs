@@ -5,7 +5,7 @@
 
 use super::session::rfc3339;
 use super::{check_csrf, cookie_authenticated, with_cookies, Call, Endpoints};
-use crate::auth::{cookies, verify_request, Identity};
+use crate::auth::{cookies, verify_signed_in, Identity};
 use crate::respond::{self, LocalResponse};
 use crate::store::Family;
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ async fn caller(
     call: &Call<'_>,
     endpoint: &str,
 ) -> Result<Identity, LocalResponse> {
-    let who = verify_request(&ep.auth, call.req)
+    let who = verify_signed_in(&ep.auth, call.req)
         .await
         .map_err(respond::refused)?;
     let unsafe_method = call.req.method != http::Method::GET;

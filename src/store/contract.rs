@@ -326,6 +326,7 @@ async fn enrol(store: &dyn TokenStore, user: &str, sealed: &str, step: u64, reco
     assert!(store.change_mfa(user, &begin).await.unwrap());
     let confirm = MfaChange::Confirm {
         sealed: sealed.into(),
+        secret: sealed.into(),
         step,
         recovery: recovery.iter().map(|h| h.to_string()).collect(),
         at: T0,
@@ -366,6 +367,7 @@ async fn second_factor(store: &dyn TokenStore, tag: &str) {
     );
     let confirm = |sealed: &str| MfaChange::Confirm {
         sealed: sealed.into(),
+        secret: sealed.into(),
         step: 100,
         recovery: vec!["h1".into(), "h2".into()],
         at: T0 + 7,

@@ -39,10 +39,12 @@ pub enum MfaChange {
     /// Keep `sealed` as the secret being enrolled (replacing an earlier pending one; a
     /// confirmed secret stays in force until the new one is confirmed).
     Begin { sealed: String },
-    /// The pending secret, if it is still `sealed`, becomes the secret: a code of time step
-    /// `step` confirmed it at unix time `at`; `recovery` replaces the recovery-code hashes.
+    /// The pending secret, if it is still `sealed`, is confirmed: `secret` (the same secret,
+    /// sealed for every later use) becomes the secret, a code of time step `step` confirmed
+    /// it at unix time `at`, and `recovery` replaces the recovery-code hashes.
     Confirm {
         sealed: String,
+        secret: String,
         step: u64,
         recovery: Vec<String>,
         at: u64,
@@ -68,12 +70,14 @@ impl MfaChange {
             }
             MfaChange::Confirm {
                 sealed,
+                secret,
                 step,
                 recovery,
                 at,
             } => match record {
                 Some(mut r) if r.pending.as_deref() == Some(sealed.as_str()) => {
-                    r.secret = r.pending.take();
+                    r.pending = None;
+                    r.secret = Some(secret.clone());
                     r.enrolled_at = *at;
                     r.last_step = r.last_step.max(*step);
                     r.recovery = recovery.clone();
@@ -107,6 +111,7 @@ mod tests {
     fn enrolled() -> MfaRecord {
         let (r, ok) = MfaChange::Confirm {
             sealed: "s1".into(),
+            secret: "s1".into(),
             step: 100,
             recovery: vec!["h1".into(), "h2".into()],
             at: 3000,
@@ -158,6 +163,7 @@ mod tests {
         assert_eq!(r.secret.as_deref(), Some("s1"), "still in force");
         let stale = MfaChange::Confirm {
             sealed: "s0".into(),
+            secret: "s0".into(),
             step: 200,
             recovery: vec![],
             at: 6000,

@@ -255,6 +255,7 @@ fn a_reset_removes_the_second_factor_from_the_store() {
         },
         MfaChange::Confirm {
             sealed: "sealed-c".into(),
+            secret: "sealed-c".into(),
             step: 1,
             recovery: vec!["h1".into()],
             at: now(),

@@ -719,10 +719,9 @@ fn routes_wanting_a_code_or_a_recent_sign_in_step_up_the_same_session() {
         &up,
         "tokens:\n  access_ttl: 1s\n  leeway: 0s\n  reuse_grace: 1s\n  signing_keys:\n    - { kid: ed1, algorithm: EdDSA, private_key_file: keys/ed1.private.pem }\n",
     );
-    // Alice signs in with her password (no second factor yet), then enrols in another browser.
+    // Alice signs in with her password (no second factor yet).
     let mut a = signed_in(&gw, "alice@example.com");
     let sid = a.claims()["sid"].clone();
-    let (secret, _) = enrol(&gw, &mut signed_in(&gw, "alice@example.com"));
 
     // The route wants a code this session has not entered.
     let r = a.navigate(&gw, "/mfa-only/page?x=1");
@@ -745,7 +744,17 @@ fn routes_wanting_a_code_or_a_recent_sign_in_step_up_the_same_session() {
         .iter()
         .all(|q| !q.url.starts_with("/mfa-only")));
 
-    // The step-up: the password, then a code; the same session, now with the code.
+    // She enrols in this session: its code counts for it, the session stays the same.
+    let (secret, _) = enrol(&gw, &mut a);
+    let c = a.claims();
+    assert_eq!(
+        (c["sid"].clone(), c["amr"].clone()),
+        (sid.clone(), json!(["pwd", "otp"])),
+        "{c}"
+    );
+    assert_eq!(a.xhr(&gw, "/mfa-only/api").status, 200);
+
+    // A step-up of the enrolled session: the password, then a code; the same session.
     let r = a.step_up(&gw, "alice@example.com");
     assert_eq!(r.json(), json!({"mfa_required": true}), "{}", r.body);
     assert!(
@@ -1265,4 +1274,122 @@ fn malformed_codes_bodies_and_pending_cookies_get_a_clear_4xx() {
     let r = made.code_step(&gw, &json!({"code": code(&secret, 1)}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(made.xhr(&gw, "/app").status, 200);
+}
+
+/// What someone who knows the password cannot do around an enrolment: see or confirm the
+/// secret another browser is enrolling, keep a password-only session once the account has a
+/// second factor, or use a must-enrol login's cookie a second time; and an account that must
+/// enter a code reaches none of its own pages without one.
+#[test]
+fn enrolment_is_bound_to_the_browser_that_was_shown_the_secret() {
+    let up = Upstream::start();
+    let gw = mfa_gateway(&up, "");
+
+    // Someone with carol's password, signed in before she enrols, asks for a secret first.
+    let mut mallory = signed_in(&gw, "carol@example.com");
+    let r = mallory.xhr(&gw, "/auth/mfa");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let theirs = r.json()["secret"].as_str().unwrap().to_string();
+    // Carol's own browser is shown another secret, and a code of mallory's does not confirm
+    // it for her (nor does carol's code confirm it for mallory).
+    let mut carol = signed_in(&gw, "carol@example.com");
+    let r = carol.xhr(&gw, "/auth/mfa");
+    let hers = r.json()["secret"].as_str().unwrap().to_string();
+    assert_ne!(hers, theirs);
+    let r = carol.json(
+        &gw,
+        "POST",
+        "/auth/mfa/totp",
+        &json!({"code": code(&theirs, 0)}),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = mallory.json(
+        &gw,
+        "POST",
+        "/auth/mfa/totp",
+        &json!({"code": code(&hers, 0)}),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Carol asks again (mallory's request replaced what she was shown) and confirms.
+    let hers = carol.xhr(&gw, "/auth/mfa").json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = carol.json(
+        &gw,
+        "POST",
+        "/auth/mfa/totp",
+        &json!({"code": code(&hers, -1)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Mallory's password-only session ended with the enrolment; carol's goes on.
+    let r = mallory.xhr(&gw, "/app");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(carol.xhr(&gw, "/app").status, 200);
+    assert!(
+        audit(&gw, "sessions_ended")
+            .iter()
+            .any(|l| l.contains("\"user\":\"carol\"") && l.contains("\"reason\":\"mfa_enrolled\"")),
+        "{}",
+        gw.log()
+    );
+    // The secret mallory was shown gets nobody in.
+    let mut m = Browser::default();
+    m.password(&gw, "carol@example.com");
+    let r = m.code_step(&gw, &json!({"code": code(&theirs, 0)}));
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // dave must enrol: his pending login completes once, through enrolment.
+    let mut dave = Browser::default();
+    let r = dave.password(&gw, "dave@example.com");
+    assert_eq!(r.json()["enrolment_required"], true, "{}", r.body);
+    let copied = dave.cookie("pc_mfa").unwrap().to_string();
+    let (secret, r) = enrol(&gw, &mut dave);
+    assert!(r.json()["access_token"].is_string(), "{}", r.body);
+    let mut copy = Browser::default();
+    copy.set_cookie("pc_mfa", &copied);
+    copy.set_cookie("pc_csrf", "copied-csrf-value-of-32-characters-x");
+    let r = copy.code_step(&gw, &json!({"code": code(&secret, 1)}));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("mfa_login_expired")),
+        "{}",
+        r.body
+    );
+
+    // alice signs in with a password; then her account is made to require a code: her own
+    // pages answer step_up_required until she enrols, as the application does.
+    let mut alice = signed_in(&gw, "alice@example.com");
+    assert_eq!(alice.xhr(&gw, "/auth/sessions").status, 200);
+    let users = users_yaml().replace(
+        "alice: { email: alice@example.com, password:",
+        "alice: { mfa: required, email: alice@example.com, password:",
+    );
+    assert_ne!(users, users_yaml());
+    std::fs::write(gw.data_dir().join("users.yaml"), users).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = alice.xhr(&gw, "/app");
+        if r.status == 401 {
+            assert_eq!(r.json()["error"], "step_up_required", "{}", r.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the users file was not reloaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for path in ["/auth/sessions", "/auth/session"] {
+        let r = alice.xhr(&gw, path);
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (401, json!("step_up_required")),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let r = alice.navigate(&gw, "/auth/account");
+    assert_eq!(r.status, 302, "{}", r.body);
+    // Enrolment stays open to her session.
+    let r = alice.xhr(&gw, "/auth/mfa");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["required"], true, "{}", r.body);
 }
