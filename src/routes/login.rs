@@ -119,7 +119,6 @@ async fn login_json(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
             let sid = session.as_ref().map(|f| f.sid.as_str());
             let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
             cookies.extend(mfa::csrf_for_code_step(ep, call));
-            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
             audit_password_step(call, &user.id, enrol);
             let body = if enrol {
                 json!({ "mfa_required": true, "enrolment_required": true, "enrolment_url": "/auth/mfa" })
@@ -267,14 +266,12 @@ async fn login_form(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
             let (csrf, set) = page_csrf(ep, req);
             let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, sid)];
             cookies.extend(set);
-            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
             let page = LocalResponse::html(200, mfa_page::code_step(&csrf, &return_to, None));
             with_cookies(page, cookies)
         }
         (Next::Enrol, Some(factor)) => {
             audit_password_step(call, &user.id, true);
-            let mut cookies = vec![mfa::pending_cookie(ep, factor, &user.id, None)];
-            cookies.extend(device_cookie.map(|v| signin::device(ep, &v)));
+            let cookies = vec![mfa::pending_cookie(ep, factor, &user.id, None)];
             with_cookies(see_other(&enrolment()), cookies)
         }
         (next, _) => {

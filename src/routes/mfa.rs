@@ -407,7 +407,11 @@ pub async fn login_code(ep: &Endpoints, call: &Call<'_>) -> LocalResponse {
             .filter(|f| f.user == user.id && !f.revoked),
         None => None,
     };
-    let finished = match finish(ep, call, user, session, &["pwd", "otp"], None).await {
+    let device = match session {
+        Some(_) => None,
+        None => super::signin::device_for(ep, call, &user.id).await,
+    };
+    let finished = match finish(ep, call, user, session, &["pwd", "otp"], device).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -734,8 +738,9 @@ async fn confirm(
             // step.
             match complete_once(ep, &user.id, pending).await {
                 Ok(true) => {
+                    let device = super::signin::device_for(ep, call, &user.id).await;
                     let finished =
-                        finish(ep, call, user.clone(), None, &["pwd", "otp"], None).await;
+                        finish(ep, call, user.clone(), None, &["pwd", "otp"], device).await;
                     match finished {
                         Ok(mut f) => {
                             f.cookies.push(clear_pending(ep));

@@ -107,3 +107,16 @@ fn login_cookies(
 fn audit_login(call: &Call<'_>, issued: &Issued) {
     tracing::info!(target: "portcullis::audit", event = "login", user = %issued.user.id, sid = %issued.family.sid, amr = %issued.family.amr.join(" "), client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
 }
+
+/// The device cookie of a sign-in that completes after its password step (with a code, or an
+/// enrolment): the browser's own device when its cookie was issued to `user`, else a new one.
+/// Set only then, so that a password alone never makes a browser a known one.
+pub async fn device_for(ep: &Endpoints, call: &Call<'_>, user: &str) -> Option<String> {
+    let devices = &ep.login.devices;
+    let name = &ep.auth.config.cookies.device_name;
+    let known = match crate::auth::cookie_value(call.req, name).flatten() {
+        Some(cookie) => devices.recognise(cookie, user).await.ok().flatten(),
+        None => None,
+    };
+    devices.issue(user, known.as_deref()).await.ok()
+}
