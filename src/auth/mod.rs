@@ -33,7 +33,7 @@ pub struct AuthState {
     pub store: SharedStore,
     pub tokens: Arc<TokenService>,
     pub sessions: Arc<Sessions>,
-    /// The second factor (`None` without the `mfa` section).
+    /// The second factor (`None` when the config has no `mfa` key).
     pub mfa: Option<mfa::SecondFactor>,
 }
 

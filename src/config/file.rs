@@ -1,4 +1,4 @@
-//! Wire types: exactly what the YAML file may contain, nothing validated yet.
+//! Wire types: exactly what the YAML file may contain, before any validation.
 //!
 //! Every struct denies unknown fields so that a typo (`acess_ttl`) is an error at start-up
 //! instead of a silently ignored setting. Values that need parsing (durations, addresses,

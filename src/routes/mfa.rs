@@ -35,7 +35,7 @@ pub enum Next {
     /// Enrolment first (the account must use a second factor and has none): `pc_mfa` carries
     /// the login to the enrolment page, which completes it.
     Enrol,
-    /// A signed-in user whose route wants a code they cannot give yet: the step-up completes
+    /// A signed-in user whose route wants a code they have no authenticator for: the step-up completes
     /// with the password, then the enrolment page.
     EnrolAfter,
 }
@@ -720,7 +720,7 @@ async fn confirm(
     counted(ep, "enrolled");
     tracing::warn!(target: "portcullis::audit", event = "mfa_enrolled", user = %user.id, client_ip = %call.client, request_id = call.request_id, user_agent = call.user_agent);
     end_password_only_sessions(ep, &user.id, caller).await;
-    // The code just entered counts for this session (or completes the pending login).
+    // The code entered here counts for this session (or completes the pending login).
     let done = match caller {
         Caller::Session(identity, _) => {
             let family = state.store.family(&identity.sid).await.ok().flatten();

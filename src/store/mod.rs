@@ -91,7 +91,7 @@ pub struct Family {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// Unix time the user last proved who they are in this session (the login, or a
-    /// step-up since); absent in older records.
+    /// step-up since); records may lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<u64>,
     /// How they proved it (`pwd`, `otp`), as access tokens of the session say in `amr`.
@@ -114,13 +114,13 @@ impl Family {
         self.idle_exp.min(self.max_exp)
     }
 
-    /// When the user last proved who they are in this session: a record from before this was
-    /// kept counts from the session's start.
+    /// When the user last proved who they are in this session: a record without the time
+    /// counts from the session's start.
     pub fn authenticated_at(&self) -> u64 {
         self.auth_time.unwrap_or(self.created)
     }
 
-    /// How they proved it (a record from before this was kept: the password).
+    /// How they proved it (a record without methods: the password).
     pub fn methods(&self) -> Vec<String> {
         if self.amr.is_empty() {
             vec!["pwd".to_string()]
@@ -135,8 +135,7 @@ impl Family {
     }
 
     /// When the last rotation happened, in milliseconds. A record that only knows the second
-    /// (written by an older version, or rotated by one since: its milliseconds then name
-    /// another second) counts from the start of that second, so its grace window is never
+    /// (its writer kept no milliseconds, or kept them for another second) counts from the start of that second, so its grace window is never
     /// longer than the configured one, and at most a second shorter.
     pub fn rotated_ms(&self) -> u64 {
         match self.rotated_at_ms {

@@ -108,7 +108,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// The JOSE header members we read, borrowed from the decoded header where possible.
-/// Duplicate members are refused (RFC 7515 section 4 allows refusing them).
+/// Duplicate members are refused, as RFC 7515 allows a verifier to.
 #[derive(Deserialize)]
 struct JoseHeader<'a> {
     #[serde(borrow, default)]

@@ -19,12 +19,12 @@ pub struct AccessClaims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
-    /// When the user last proved who they are in this session (RFC 9068, OIDC). Absent in
-    /// tokens of older versions: read as 0, never fresh.
+    /// When the user last proved who they are in this session (RFC 9068, OIDC). A token
+    /// without it reads as 0: never fresh.
     #[serde(default)]
     pub auth_time: u64,
-    /// How (RFC 8176 values: `pwd`, `otp`). Absent in tokens of older versions: read as
-    /// none, which no `mfa: required` route accepts.
+    /// How (RFC 8176 values: `pwd`, `otp`). A token without it reads as none, which no
+    /// `mfa: required` route accepts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
 }

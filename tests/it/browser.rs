@@ -221,12 +221,7 @@ fn chromium_signs_out_by_the_plain_html_form() {
 
     // The form login and the form sign-out are audited, the sign-out with the user it ended.
     let log = gw.log();
-    let audit = |event: &str| {
-        log.lines()
-            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let audit = |event: &str| audit_lines(&log, event);
     assert_eq!(audit("login").len(), 1, "{log}");
     let logout = audit("logout");
     assert_eq!(logout.len(), 1, "{log}");
@@ -531,6 +526,15 @@ fn chromium_client_fires_events_without_a_banner() {
 }
 
 /// The names of the steps a script reports, in order.
+/// The lines of `log` that record `event`.
+fn audit_lines(log: &str, event: &str) -> Vec<String> {
+    let needle = format!("\"event\":\"{event}\"");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
 fn step_names(result: &serde_json::Value) -> Vec<&str> {
     result["steps"]
         .as_array()
@@ -713,12 +717,7 @@ fn chromium_enrols_a_second_factor_and_signs_in_with_a_code() {
     // Audited: the enrolment, its step-up of the session, the refused code (a replay while
     // its step was still in the window), and the two logins.
     let log = gw.log();
-    let audit = |event: &str| {
-        log.lines()
-            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
+    let audit = |event: &str| audit_lines(&log, event);
     let enrolled = audit("mfa_enrolled");
     assert_eq!(enrolled.len(), 1, "{log}");
     assert!(

@@ -321,6 +321,33 @@ fn two_step_login(gw: &Gateway, email: &str, secret: &str, steps: i64) -> Browse
     b
 }
 
+/// Another browser holding a copy of the pending-login cookie `copied`, whose login already
+/// completed, is refused even with a fresh code of `secret`, and gets no session.
+fn assert_copy_refused(gw: &Gateway, copied: &str, secret: &str) {
+    let mut copy = Browser::default();
+    copy.set_cookie("pc_mfa", copied);
+    copy.set_cookie("pc_csrf", "copied-csrf-value-of-32-characters-x");
+    let r = copy.code_step(gw, &json!({"code": code(secret, 1)}));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("mfa_login_expired")),
+        "{}",
+        r.body
+    );
+    assert!(copy.cookie("pc_access").is_none());
+}
+
+/// Some audit line of `event` holds every one of `needles` (JSON fragments).
+fn assert_audited(gw: &Gateway, event: &str, needles: &[&str]) {
+    assert!(
+        audit(gw, event)
+            .iter()
+            .any(|l| needles.iter().all(|n| l.contains(n))),
+        "no {event} with {needles:?}:\n{}",
+        gw.log()
+    );
+}
+
 /// The gateway's audit lines of `event`.
 fn audit(gw: &Gateway, event: &str) -> Vec<String> {
     let needle = format!("\"event\":\"{event}\"");
@@ -336,6 +363,22 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// A gateway of [`mfa_gateway`] that also serves metrics, and the port they are on.
+fn gateway_with_metrics(up: &Upstream, extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let metrics = format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}");
+    (mfa_gateway(up, &metrics), port)
+}
+
+/// `portcullis_mfa_total{result}` on the metrics port is `n` for each `(result, n)`.
+fn assert_mfa_counts(metrics_port: u16, counts: &[(&str, f64)]) {
+    let m = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).body;
+    for (result, n) in counts {
+        let series = format!("portcullis_mfa_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&m, &series), *n, "{series}\n{m}");
+    }
 }
 
 fn base32_decode(text: &str) -> Vec<u8> {
@@ -397,11 +440,7 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 #[test]
 fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code() {
     let up = Upstream::start();
-    let metrics_port = free_port();
-    let gw = mfa_gateway(
-        &up,
-        &format!("metrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\n"),
-    );
+    let (gw, metrics_port) = gateway_with_metrics(&up, "");
     let mut a = signed_in(&gw, "alice@example.com");
     assert_eq!(a.claims()["amr"], json!(["pwd"]));
     let sid = a.claims()["sid"].clone();
@@ -553,24 +592,8 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     assert!(auth_time >= before && auth_time <= now(), "{c}");
     assert_eq!(b.xhr(&gw, "/app").status, 200);
     // A copy of that pending login, even with a fresh code, starts no second session.
-    let mut copy = Browser::default();
-    copy.set_cookie("pc_mfa", &copied);
-    copy.set_cookie("pc_csrf", "copied-csrf-value-of-32-characters-x");
-    let r = copy.code_step(&gw, &json!({"code": code(&secret, 1)}));
-    assert_eq!(
-        (r.status, r.json()["error"].clone()),
-        (401, json!("mfa_login_expired")),
-        "{}",
-        r.body
-    );
-    assert!(copy.cookie("pc_access").is_none());
-    assert!(
-        audit(&gw, "login")
-            .iter()
-            .any(|l| l.contains("\"user\":\"alice\"") && l.contains("\"amr\":\"pwd otp\"")),
-        "{}",
-        gw.log()
-    );
+    assert_copy_refused(&gw, &copied, &secret);
+    assert_audited(&gw, "login", &["\"user\":\"alice\"", "\"amr\":\"pwd otp\""]);
 
     // A recovery code signs in once (typed in capitals, without its dash), then never again.
     let mut c = Browser::default();
@@ -593,13 +616,7 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
         (401, json!("invalid_code"))
     );
     assert!(d.cookie("pc_access").is_none() && d.cookie("pc_refresh").is_none());
-    assert!(
-        audit(&gw, "mfa_failed")
-            .iter()
-            .any(|l| l.contains("\"reason\":\"wrong_recovery_code\"")),
-        "{}",
-        gw.log()
-    );
+    assert_audited(&gw, "mfa_failed", &["\"reason\":\"wrong_recovery_code\""]);
     assert_eq!(b.xhr(&gw, "/auth/mfa").json()["recovery_codes_left"], 9);
 
     // Someone who knows only the password: the pending login opens neither the enrolment page
@@ -621,27 +638,25 @@ fn enrolment_shows_the_secret_once_then_sign_in_takes_a_code_or_a_recovery_code(
     assert!(m.cookie("pc_access").is_none() && m.cookie("pc_refresh").is_none());
     assert_eq!(b.xhr(&gw, "/auth/mfa").json()["enrolled"], true);
 
-    let m = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).body;
-    for (result, n) in [
-        ("enrolled", 1.0),
-        // alice's code, and the copy's (right, but its login was already used)
-        ("success", 2.0),
-        ("expired", 1.0),
-        ("recovery", 1.0),
-        ("wrong_code", 2.0),
-    ] {
-        let series = format!("portcullis_mfa_total{{result=\"{result}\"}}");
-        assert_eq!(metric(&m, &series), n, "{series}\n{m}");
-    }
+    assert_mfa_counts(
+        metrics_port,
+        &[
+            ("enrolled", 1.0),
+            // alice's code, and the copy's (right, but its login was already used)
+            ("success", 2.0),
+            ("expired", 1.0),
+            ("recovery", 1.0),
+            ("wrong_code", 2.0),
+        ],
+    );
 }
 
 #[test]
 fn a_code_is_taken_once_within_a_step_of_skew_and_wrong_codes_are_throttled() {
     let up = Upstream::start();
-    let metrics_port = free_port();
-    let gw = mfa_gateway(
+    let (gw, metrics_port) = gateway_with_metrics(
         &up,
-        &format!("metrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\nrate_limits: {{ login_per_ip: 1000/1m, login_per_account: 3/15m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }}\n"),
+        "rate_limits: { login_per_ip: 1000/1m, login_per_account: 3/15m, login_per_account_ip: 1000/1m, login_per_device: 1000/1m, refresh_per_ip: 1000/1m }\n",
     );
     // Alice enrols first: her code of the previous step is tried at the end, once a new step
     // began (the enrolment took the step before).
@@ -705,16 +720,15 @@ fn a_code_is_taken_once_within_a_step_of_skew_and_wrong_codes_are_throttled() {
     assert_eq!(a2.claims()["amr"], json!(["pwd", "otp"]));
     assert_eq!(a2.xhr(&gw, "/app").status, 200);
 
-    let m = get(&format!("http://127.0.0.1:{metrics_port}/metrics"), &[]).body;
-    for (result, n) in [
-        ("replay", 1.0),
-        ("wrong_code", 2.0),
-        ("rate_limited", 1.0),
-        ("success", 2.0),
-    ] {
-        let series = format!("portcullis_mfa_total{{result=\"{result}\"}}");
-        assert_eq!(metric(&m, &series), n, "{series}\n{m}");
-    }
+    assert_mfa_counts(
+        metrics_port,
+        &[
+            ("replay", 1.0),
+            ("wrong_code", 2.0),
+            ("rate_limited", 1.0),
+            ("success", 2.0),
+        ],
+    );
 }
 
 #[test]
@@ -1332,12 +1346,10 @@ fn enrolment_is_bound_to_the_browser_that_was_shown_the_secret() {
     let r = mallory.xhr(&gw, "/app");
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(carol.xhr(&gw, "/app").status, 200);
-    assert!(
-        audit(&gw, "sessions_ended")
-            .iter()
-            .any(|l| l.contains("\"user\":\"carol\"") && l.contains("\"reason\":\"mfa_enrolled\"")),
-        "{}",
-        gw.log()
+    assert_audited(
+        &gw,
+        "sessions_ended",
+        &["\"user\":\"carol\"", "\"reason\":\"mfa_enrolled\""],
     );
     // The secret mallory was shown gets nobody in.
     let mut m = Browser::default();
@@ -1352,16 +1364,7 @@ fn enrolment_is_bound_to_the_browser_that_was_shown_the_secret() {
     let copied = dave.cookie("pc_mfa").unwrap().to_string();
     let (secret, r) = enrol(&gw, &mut dave);
     assert!(r.json()["access_token"].is_string(), "{}", r.body);
-    let mut copy = Browser::default();
-    copy.set_cookie("pc_mfa", &copied);
-    copy.set_cookie("pc_csrf", "copied-csrf-value-of-32-characters-x");
-    let r = copy.code_step(&gw, &json!({"code": code(&secret, 1)}));
-    assert_eq!(
-        (r.status, r.json()["error"].clone()),
-        (401, json!("mfa_login_expired")),
-        "{}",
-        r.body
-    );
+    assert_copy_refused(&gw, &copied, &secret);
 
     // alice signs in with a password; then her account is made to require a code: her own
     // pages answer step_up_required until she enrols, as the application does.
